@@ -1,0 +1,95 @@
+"""Model packages: the self-contained directory ``compile``/``convert`` write (the recipe's .om).
+
+Layout::
+
+    OUT_DIR/
+      model.onnx (or model.xml/.bin for OpenVINO targets)   the optimised model
+      vocab.txt, tokenizer_config.json                       tokenizer settings
+      manifest.json                                          how it was made (see ``Manifest``)
+
+A bare ``.onnx`` file is accepted wherever a package is: it is treated as an fp32 ONNX model
+with shapes read from its graph and the tokenizer settings of its directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from spanqa.errors import SpanQAError
+from spanqa.vocab import TokenizerSettings, resolve_tokenizer
+
+MANIFEST_NAME = "manifest.json"
+INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
+OUTPUT_NAMES = ("start_logits", "end_logits")
+
+
+class PackageError(SpanQAError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    root: Path
+    model_path: Path
+    manifest: dict
+    tokenizer: TokenizerSettings
+
+    @property
+    def target(self) -> str:
+        return self.manifest.get("target", "onnx")
+
+    @property
+    def batch_size(self) -> int | None:
+        """Fixed batch size, or None when the batch axis is dynamic."""
+        return self.manifest.get("shapes", {}).get("batch_size")
+
+    @property
+    def seq_len(self) -> int | None:
+        """Fixed sequence length, or None when the sequence axis is dynamic."""
+        return self.manifest.get("shapes", {}).get("seq_len")
+
+
+def _onnx_fixed_shapes(model_path: Path) -> dict:
+    import onnx
+
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception as exc:  # onnx raises several types for a bad file
+        raise PackageError(f"{model_path}: not a readable ONNX model ({exc})") from None
+    batch = seq = None
+    for inp in model.graph.input:
+        if inp.name != "input_ids":
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        if len(dims) == 2:
+            batch = dims[0].dim_value or None
+            seq = dims[1].dim_value or None
+    return {"batch_size": batch, "seq_len": seq}
+
+
+def open_package(path: str | Path) -> ModelPackage:
+    """Open a model package directory or a bare ``.onnx`` file."""
+    path = Path(path)
+    if path.is_dir():
+        manifest_path = path / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise PackageError(
+                f"{path}: not a model package (no {MANIFEST_NAME}); make one with "
+                "'spanqa compile' or 'spanqa convert', or pass a .onnx file"
+            )
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise PackageError(f"{manifest_path}: unreadable manifest ({exc}); re-run 'spanqa compile'") from None
+        model_path = path / manifest.get("model_file", "model.onnx")
+        if not model_path.is_file():
+            raise PackageError(f"{path}: the manifest names {model_path.name}, which is missing; re-run 'spanqa compile'")
+        return ModelPackage(path, model_path, manifest, resolve_tokenizer(path))
+    if path.is_file() and path.suffix == ".onnx":
+        manifest = {"target": "onnx", "precision": "fp32", "model_file": path.name, "shapes": _onnx_fixed_shapes(path)}
+        return ModelPackage(path.parent, path, manifest, resolve_tokenizer(path.parent))
+    if not path.exists():
+        raise PackageError(f"{path}: no such model package or .onnx file")
+    raise PackageError(f"{path}: expected a model package directory or a .onnx file")

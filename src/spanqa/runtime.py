@@ -1,0 +1,110 @@
+"""Runtimes behind one small protocol: load a model, run a batch, get start/end logits.
+
+A registry maps a runtime name to a loader. Compile targets name the runtime their model needs
+in the manifest (``runtime``), so ``infer``/``run``/``bench`` never need to know about targets.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from spanqa.errors import InferenceError, missing_backend
+from spanqa.package import INPUT_NAMES, ModelPackage, open_package
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    threads: int | None = None  # intra-op threads; None = the runtime's default (all cores)
+    device: str = "cpu"  # "cpu" or "cuda"
+
+
+class Runtime(Protocol):
+    name: str  # e.g. "onnxruntime-cpu"
+    batch_size: int | None  # fixed batch size, None if dynamic
+    seq_len: int | None  # fixed sequence length, None if dynamic
+
+    def run(
+        self, input_ids: np.ndarray, token_type_ids: np.ndarray, attention_mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """int64 [B, L] inputs -> float32 [B, L] start and end logits."""
+        ...
+
+
+RuntimeLoader = Callable[[ModelPackage, RuntimeOptions], Runtime]
+RUNTIMES: dict[str, RuntimeLoader] = {}
+
+
+def register_runtime(name: str) -> Callable[[RuntimeLoader], RuntimeLoader]:
+    def deco(fn: RuntimeLoader) -> RuntimeLoader:
+        RUNTIMES[name] = fn
+        return fn
+
+    return deco
+
+
+class OrtRuntime:
+    """ONNX Runtime session (CPU, CUDA or TensorRT execution provider)."""
+
+    def __init__(self, package: ModelPackage, options: RuntimeOptions, providers: list | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise missing_backend("onnxruntime", "cpu") from None
+        so = ort.SessionOptions()
+        if options.threads:
+            so.intra_op_num_threads = options.threads
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        if providers is None:
+            providers = ["CPUExecutionProvider"]
+            if options.device == "cuda":
+                if "CUDAExecutionProvider" not in ort.get_available_providers():
+                    raise InferenceError(
+                        "--device cuda: onnxruntime has no CUDA provider here; install 'spanqa[gpu]' on a machine with an NVIDIA GPU"
+                    )
+                providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(package.model_path), so, providers=providers)
+        except Exception as exc:
+            raise InferenceError(f"{package.model_path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
+        names = [i.name for i in self.session.get_inputs()]
+        missing = [n for n in INPUT_NAMES if n not in names]
+        if missing:
+            raise InferenceError(f"{package.model_path}: model lacks input(s) {', '.join(missing)}; export it with 'spanqa export'")
+        shape = next(i.shape for i in self.session.get_inputs() if i.name == "input_ids")
+        self.batch_size = shape[0] if isinstance(shape[0], int) else None
+        self.seq_len = shape[1] if isinstance(shape[1], int) else None
+        self.name = f"onnxruntime-{options.device}"
+        self._output_names = [o.name for o in self.session.get_outputs()][:2]
+
+    def run(self, input_ids, token_type_ids, attention_mask):
+        feeds = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+        start, end = self.session.run(self._output_names, feeds)
+        return start, end
+
+
+@register_runtime("onnxruntime")
+def _load_ort(package: ModelPackage, options: RuntimeOptions) -> Runtime:
+    return OrtRuntime(package, options)
+
+
+def open_runtime(model: str | Path | ModelPackage, options: RuntimeOptions | None = None) -> Runtime:
+    """Load a model package (or bare .onnx) into the runtime its manifest names."""
+    package = model if isinstance(model, ModelPackage) else open_package(model)
+    options = options or RuntimeOptions()
+    runtime_name = package.manifest.get("runtime", "onnxruntime")
+    loader = RUNTIMES.get(runtime_name)
+    if loader is None:
+        raise InferenceError(
+            f"{package.root}: runtime '{runtime_name}' is unknown to this spanqa; known: {', '.join(sorted(RUNTIMES))}"
+        )
+    return loader(package, options)
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
