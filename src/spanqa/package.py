@@ -51,13 +51,29 @@ class ModelPackage:
         return self.manifest.get("shapes", {}).get("seq_len")
 
 
-def _onnx_fixed_shapes(model_path: Path) -> dict:
+def _bare_onnx(model_path: Path) -> tuple[dict, TokenizerSettings]:
+    """Shapes and tokenizer of a bare .onnx: from its graph and the metadata spanqa export wrote."""
+    import hashlib
+
     import onnx
 
     try:
         model = onnx.load(str(model_path), load_external_data=False)
     except Exception as exc:  # onnx raises several types for a bad file
-        raise PackageError(f"{model_path}: not a readable ONNX model ({exc})") from None
+        raise PackageError(f"{model_path}: not a readable ONNX model ({str(exc).splitlines()[0]})") from None
+    meta = {p.key: p.value for p in model.metadata_props}
+    tokenizer = resolve_tokenizer(model_path.parent)
+    if "spanqa.vocab" in meta and not (model_path.parent / "vocab.txt").is_file():
+        from spanqa.download import cache_home
+
+        text = meta["spanqa.vocab"]
+        vocab = cache_home() / "vocab" / f"{hashlib.sha256(text.encode()).hexdigest()}.txt"
+        if not vocab.is_file():
+            from spanqa.fileutil import atomic_path
+
+            with atomic_path(vocab) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+        tokenizer = TokenizerSettings(vocab, meta.get("spanqa.do_lower_case") == "true")
     batch = seq = None
     for inp in model.graph.input:
         if inp.name != "input_ids":
@@ -66,7 +82,7 @@ def _onnx_fixed_shapes(model_path: Path) -> dict:
         if len(dims) == 2:
             batch = dims[0].dim_value or None
             seq = dims[1].dim_value or None
-    return {"batch_size": batch, "seq_len": seq}
+    return {"batch_size": batch, "seq_len": seq}, tokenizer
 
 
 def open_package(path: str | Path) -> ModelPackage:
@@ -88,8 +104,9 @@ def open_package(path: str | Path) -> ModelPackage:
             raise PackageError(f"{path}: the manifest names {model_path.name}, which is missing; re-run 'spanqa compile'")
         return ModelPackage(path, model_path, manifest, resolve_tokenizer(path))
     if path.is_file() and path.suffix == ".onnx":
-        manifest = {"target": "onnx", "precision": "fp32", "model_file": path.name, "shapes": _onnx_fixed_shapes(path)}
-        return ModelPackage(path.parent, path, manifest, resolve_tokenizer(path.parent))
+        shapes, tokenizer = _bare_onnx(path)
+        manifest = {"target": "onnx", "precision": "fp32", "runtime": "onnxruntime", "model_file": path.name, "shapes": shapes}
+        return ModelPackage(path.parent, path, manifest, tokenizer)
     if not path.exists():
         raise PackageError(f"{path}: no such model package or .onnx file")
     raise PackageError(f"{path}: expected a model package directory or a .onnx file")

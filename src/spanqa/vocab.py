@@ -65,7 +65,8 @@ def resolve_tokenizer(model_dir: str | Path) -> TokenizerSettings:
 def write_tokenizer_files(settings: TokenizerSettings, out_dir: str | Path) -> None:
     """Copy the vocab and write tokenizer_config.json into a model package directory."""
     out_dir = Path(out_dir)
-    shutil.copyfile(settings.vocab_path, out_dir / "vocab.txt")
+    if settings.vocab_path.resolve() != (out_dir / "vocab.txt").resolve():
+        shutil.copyfile(settings.vocab_path, out_dir / "vocab.txt")
     (out_dir / "tokenizer_config.json").write_text(
         json.dumps({"do_lower_case": settings.do_lower_case, "tokenizer_class": "BertTokenizer"}, indent=2)
         + "\n",

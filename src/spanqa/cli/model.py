@@ -1,7 +1,101 @@
-"""CLI commands (model)."""
+"""CLI commands: export, compile, convert (the recipe's pth2onnx, atc and pth2om steps)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from spanqa.cli._common import quiet_option
+
 COMMANDS: list[click.Command] = []
+
+_TARGET_HELP = "Compile target: cpu-fp32 (default); see 'spanqa targets'."
+
+
+def _echo_export(report) -> None:
+    for d in report.diffs:
+        click.echo(
+            f"  verify {d.batch}x{d.seq_len}: max |diff| start_logits {d.start_logits:.2e}, end_logits {d.end_logits:.2e}"
+        )
+    click.echo(f"  max |diff| vs PyTorch: {report.max_diff:.2e} (tolerance {report.settings.tolerance:g})")
+
+
+def _echo_manifest(out_dir: Path, manifest: dict) -> None:
+    fusions = ", ".join(f"{k} {v}" for k, v in manifest.get("fusions", {}).items() if v) or "none"
+    shapes = manifest["shapes"]
+    shape_text = f"batch {shapes['batch_size'] or 'dynamic'}, sequence {shapes['seq_len'] or 'dynamic'}"
+    click.echo(f"Compiled {manifest['target']} ({manifest['precision']}, {shape_text}) -> {out_dir}")
+    click.echo(f"  fused: {fusions}")
+    v = manifest.get("verification", {})
+    if v:
+        tol = v.get("tolerance")
+        click.echo(f"  max |diff| vs source: {v['max_abs_diff']:.2e}" + (f" (tolerance {tol:g})" if tol is not None else ""))
+    for line in manifest.get("warnings", []):
+        click.echo(f"  warning: {line}", err=True)
+
+
+def _shape_options(fn):
+    fn = click.option("--seq-len", type=click.IntRange(min=1), default=None, help="Fix the sequence length (default: dynamic).")(fn)
+    fn = click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Fix the batch size (default: dynamic).")(fn)
+    fn = click.option("--target", default="cpu-fp32", show_default=True, help=_TARGET_HELP)(fn)
+    return fn
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The .onnx file to write.")
+@click.option("--opset", type=click.IntRange(min=14), default=17, show_default=True, help="ONNX opset.")
+@quiet_option
+def export_cmd(checkpoint: Path, output: Path, opset: int) -> None:
+    """Export CHECKPOINT (SpanBERT or Hugging Face format) to ONNX with dynamic batch and sequence axes,
+    then check ONNX Runtime's logits against PyTorch's."""
+    from spanqa.export import ExportSettings, export_checkpoint
+
+    report = export_checkpoint(checkpoint, output, ExportSettings(opset=opset))
+    click.echo(f"Exported {checkpoint} ({report.checkpoint['format']} format, {report.checkpoint['weights_dtype']} weights) -> {output}")
+    _echo_export(report)
+
+
+@click.command("compile")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The model package directory to write.")
+@_shape_options
+@quiet_option
+def compile_cmd(model: Path, output: Path, target: str, batch_size: int | None, seq_len: int | None) -> None:
+    """Compile an exported ONNX MODEL for a target into a model package (the recipe's .om step)."""
+    from spanqa.compile import CompileSettings, compile_model
+
+    manifest = compile_model(model, output, CompileSettings(target=target, batch_size=batch_size, seq_len=seq_len))
+    _echo_manifest(output, manifest)
+
+
+@click.command("convert")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The model package directory to write.")
+@_shape_options
+@click.option("--opset", type=click.IntRange(min=14), default=17, show_default=True, help="ONNX opset.")
+@quiet_option
+def convert_cmd(checkpoint: Path, output: Path, target: str, batch_size: int | None, seq_len: int | None, opset: int) -> None:
+    """Export CHECKPOINT and compile it in one step (the recipe's pth2om.sh); keeps the exported ONNX."""
+    from spanqa.compile import CompileSettings, convert_checkpoint
+    from spanqa.export import ExportSettings
+
+    report, manifest = convert_checkpoint(
+        checkpoint, output, CompileSettings(target=target, batch_size=batch_size, seq_len=seq_len), ExportSettings(opset=opset)
+    )
+    click.echo(f"Exported {checkpoint} -> {report.onnx_path}")
+    _echo_export(report)
+    _echo_manifest(output, manifest)
+
+
+@click.command("targets")
+def targets_cmd() -> None:
+    """List the compile targets."""
+    from spanqa.compile import TARGETS
+
+    for name, t in sorted(TARGETS.items()):
+        click.echo(f"{name:<10} {t.precision:<5} runtime={t.runtime:<12} {t.description}")
+
+
+COMMANDS.extend([export_cmd, compile_cmd, convert_cmd, targets_cmd])
