@@ -33,9 +33,10 @@ class TokenizerSettings:
 
 
 def _vocab_is_cased(vocab_path: Path) -> bool:
-    # An uncased vocab has no upper-case word pieces at all; a cased one has thousands.
+    # An uncased vocab has no ASCII capitals (symbols such as "ℝ" count as upper case in
+    # Unicode, so only A-Z decide); a cased one has thousands of words like "The".
     with open(vocab_path, encoding="utf-8") as f:
-        return any(line[:1].isupper() for line in f)
+        return any("A" <= line[:1] <= "Z" for line in f)
 
 
 def resolve_tokenizer(model_dir: str | Path) -> TokenizerSettings:
