@@ -1,7 +1,58 @@
-"""CLI commands (evaluate)."""
+"""CLI commands: evaluate (the recipe's spanBert_postprocess.py step)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from spanqa.cli._common import quiet_option
+
 COMMANDS: list[click.Command] = []
+
+
+@click.command("evaluate")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option(
+    "--features", "features_dir", type=click.Path(path_type=Path), required=True,
+    help="The features directory made by 'spanqa preprocess'.",
+)
+@click.option(
+    "--outputs", "outputs_dir", type=click.Path(path_type=Path), required=True,
+    help="The inference outputs: {i}_output_0 (start) and {i}_output_1 (end) logits per batch, .bin or .npy.",
+)
+@click.option(
+    "-o", "--output", "result_dir", type=click.Path(path_type=Path), required=True,
+    help="The result directory to write (predictions.json, nbest_predictions.json, result.json).",
+)
+@click.option("--n-best", type=click.IntRange(min=1), default=20, show_default=True, help="Candidates kept per question.")
+@click.option(
+    "--max-answer-length", type=click.IntRange(min=1), default=30, show_default=True,
+    help="Longest answer, in word pieces.",
+)
+@quiet_option
+def evaluate_cmd(
+    dataset: Path, features_dir: Path, outputs_dir: Path, result_dir: Path, n_best: int, max_answer_length: int
+) -> None:
+    """Turn inference outputs into answers and score them against DATASET (SQuAD v1.1 JSON):
+    exact match and F1 as the official script computes them."""
+    from spanqa.answers import AnswerSettings, evaluate
+
+    result = evaluate(
+        dataset, features_dir, outputs_dir, result_dir,
+        AnswerSettings(n_best_size=n_best, max_answer_length=max_answer_length),
+    )
+    click.echo(
+        f"Exact match {result['exact_match']:.2f}  F1 {result['f1']:.2f}  "
+        f"over {result['total']} questions ({result['num_features']} features)"
+    )
+    if result["unanswered"]:
+        click.echo(
+            f"warning: {result['unanswered']} of {result['total']} questions in {dataset} had no "
+            "prediction and scored 0",
+            err=True,
+        )
+    click.echo(f"Wrote predictions.json, nbest_predictions.json and result.json to {result_dir}")
+
+
+COMMANDS.append(evaluate_cmd)
