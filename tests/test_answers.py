@@ -657,7 +657,7 @@ def test_predict_matches_reference_loops(seed, lower, n_best, max_len, max_seq, 
     # coarse values make ties common: ordering of ties must follow the reference's
     s = rng.integers(-4, 5, size=(len(f), width)).astype(np.float32) / 2
     e = rng.normal(size=(len(f), width)).astype(np.float32).round(1)
-    ours = predict(f, s, e, AnswerSettings(n_best_size=n_best, max_answer_length=max_len))
+    ours = predict(f, s, e, AnswerSettings(n_best_size=n_best, max_answer_length=max_len, rank_padding=True))
     ref = reference_predictions(f, s, e, n_best, max_len)
     assert ours == ref
 
@@ -681,10 +681,20 @@ def test_predict_matches_reference_loops_on_real_features(shared_dir, dev_json, 
     s = rng.normal(size=(len(f), 192)).astype(np.float32)
     e = rng.normal(size=(len(f), 192)).astype(np.float32)
     s[:, :20] -= 3.0
-    ours = predict(f, s, e, AnswerSettings(n_best_size=20, max_answer_length=30))
+    ours = predict(f, s, e, AnswerSettings(n_best_size=20, max_answer_length=30, rank_padding=True))
     ref = reference_predictions(f, s, e, 20, 30)
     assert ours == ref
     assert sum(p != "empty" for p in ours[0].values()) > 250
+    # By default padding never competes: the same logits with the padding columns raised to the
+    # top give exactly the answers of logits cut to each feature's own length.
+    lengths = np.array([len(t) for t in f.tokens])
+    pad = np.arange(192)[None, :] >= lengths[:, None]
+    assert pad.any()
+    loud_s, loud_e = np.where(pad, 50.0, s).astype(np.float32), np.where(pad, 50.0, e).astype(np.float32)
+    default = predict(f, loud_s, loud_e, AnswerSettings(n_best_size=20, max_answer_length=30))
+    quiet = predict(f, np.where(pad, -50.0, s).astype(np.float32), np.where(pad, -50.0, e).astype(np.float32), AnswerSettings())
+    assert default == quiet
+    assert predict(f, loud_s, loud_e, AnswerSettings(rank_padding=True))[0] != default[0]
 
 
 def test_top_indexes_matches_a_stable_descending_sort():
@@ -866,7 +876,7 @@ def test_evaluate_end_to_end_with_bin_outputs(eval_setup):
     outputs = env["write_outputs"](env["tmp"] / "out")
     result = evaluate(env["dataset"], env["features_dir"], outputs, env["tmp"] / "res", AnswerSettings(7, 9))
     assert result["exact_match"] == 100.0 and result["f1"] == 100.0 and result["total"] == 3
-    assert result["answer_settings"] == {"n_best_size": 7, "max_answer_length": 9}
+    assert result["answer_settings"] == {"n_best_size": 7, "max_answer_length": 9, "rank_padding": False}
     assert result["feature_settings"]["max_seq_length"] == 16
     res = env["tmp"] / "res"
     assert json.loads((res / "predictions.json").read_text()) == {"q1": "1889", "q2": "Eiffel Tower", "q3": "Paris"}

@@ -37,6 +37,11 @@ _NEVER_SPLIT = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]")
 class AnswerSettings:
     n_best_size: int = 20
     max_answer_length: int = 30
+    # run_squad.py ranks the top-n over all max_seq_length positions, padding included, so a
+    # padding position can push a real candidate out of the n-best. By default spanqa ranks
+    # only a feature's real tokens, which makes answers independent of how much padding a
+    # batch carries (length-aware batching); True reproduces the reference on padded logits.
+    rank_padding: bool = False
 
     def __post_init__(self) -> None:
         if self.n_best_size < 1:
@@ -228,7 +233,7 @@ def predict(
 
     ``start_logits``/``end_logits`` are [num_features, L]; L may be shorter than
     max_seq_length (length-aware batching) but not shorter than any feature. Positions past a
-    feature's tokens still take part in its top-n, as the padding does in the reference.
+    feature's tokens take part in its top-n only with ``settings.rank_padding``.
     Returns ``(predictions, nbest)``: question id → answer text, and question id → list of
     ``{text, probability, start_logit, end_logit}`` best first.
     """
@@ -257,6 +262,11 @@ def predict(
             "were the outputs made from these features?"
         )
 
+    if n_features and width and not settings.rank_padding:
+        padding = np.arange(width)[None, :] >= n_tokens[:, None]
+        if padding.any():
+            start = np.where(padding, np.float32(-np.inf), start).astype(start.dtype, copy=False)
+            end = np.where(padding, np.float32(-np.inf), end).astype(end.dtype, copy=False)
     if n_features and width:
         n = min(n_best, width)
         start_top = _top_indexes(start, n)  # [N, n]

@@ -30,9 +30,14 @@ COMMANDS: list[click.Command] = []
     "--max-answer-length", type=click.IntRange(min=1), default=30, show_default=True,
     help="Longest answer, in word pieces.",
 )
+@click.option(
+    "--rank-padding", is_flag=True,
+    help="Let padding positions take part in the n-best ranking, exactly as run_squad.py on padded outputs.",
+)
 @quiet_option
 def evaluate_cmd(
-    dataset: Path, features_dir: Path, outputs_dir: Path, result_dir: Path, n_best: int, max_answer_length: int
+    dataset: Path, features_dir: Path, outputs_dir: Path, result_dir: Path, n_best: int, max_answer_length: int,
+    rank_padding: bool,
 ) -> None:
     """Turn inference outputs into answers and score them against DATASET (SQuAD v1.1 JSON):
     exact match and F1 as the official script computes them."""
@@ -40,7 +45,7 @@ def evaluate_cmd(
 
     result = evaluate(
         dataset, features_dir, outputs_dir, result_dir,
-        AnswerSettings(n_best_size=n_best, max_answer_length=max_answer_length),
+        AnswerSettings(n_best_size=n_best, max_answer_length=max_answer_length, rank_padding=rank_padding),
     )
     click.echo(
         f"Exact match {result['exact_match']:.2f}  F1 {result['f1']:.2f}  "
