@@ -37,6 +37,8 @@ class Runtime(Protocol):
 
 RuntimeLoader = Callable[[ModelPackage, RuntimeOptions], Runtime]
 RUNTIMES: dict[str, RuntimeLoader] = {}
+# Runtimes whose module (and heavy backend) is imported only when a model needs them.
+LAZY_RUNTIMES = {"openvino": "spanqa.openvino_rt"}
 
 
 def register_runtime(name: str) -> Callable[[RuntimeLoader], RuntimeLoader]:
@@ -87,6 +89,18 @@ class OrtRuntime:
         start, end = self.session.run(self._output_names, feeds)
         return start, end
 
+    def info(self) -> dict:
+        import onnxruntime as ort
+
+        options = self.session.get_session_options()
+        return {
+            "name": self.name,
+            "backend": "onnxruntime",
+            "version": ort.__version__,
+            "providers": self.session.get_providers(),
+            "intra_op_threads": options.intra_op_num_threads or None,  # 0 = ORT's default
+        }
+
 
 @register_runtime("onnxruntime")
 def _load_ort(package: ModelPackage, options: RuntimeOptions) -> Runtime:
@@ -98,6 +112,10 @@ def open_runtime(model: str | Path | ModelPackage, options: RuntimeOptions | Non
     package = model if isinstance(model, ModelPackage) else open_package(model)
     options = options or RuntimeOptions()
     runtime_name = package.manifest.get("runtime", "onnxruntime")
+    if runtime_name not in RUNTIMES and runtime_name in LAZY_RUNTIMES:
+        import importlib
+
+        importlib.import_module(LAZY_RUNTIMES[runtime_name])  # registers itself
     loader = RUNTIMES.get(runtime_name)
     if loader is None:
         raise InferenceError(
@@ -108,3 +126,15 @@ def open_runtime(model: str | Path | ModelPackage, options: RuntimeOptions | Non
 
 def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def runtime_info(runtime: Runtime) -> dict:
+    """What a loaded runtime is, for logs and summaries: at least ``name``; more where it says.
+
+    ``info()`` is optional in the protocol, so runtimes that lack it still work.
+    """
+    info = {"name": runtime.name}
+    describe = getattr(runtime, "info", None)
+    if callable(describe):
+        info.update(describe())
+    return info
