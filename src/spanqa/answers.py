@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -476,12 +477,14 @@ def write_results(
     nbest: Mapping[str, list[dict]],
     result: Mapping[str, Any],
     extra_files: Mapping[str, Any] | None = None,
+    extra_dirs: Mapping[str, Path] | None = None,
 ) -> Path:
     """Write predictions.json, nbest_predictions.json, any extra files, then result.json.
 
     The directory is built under a temporary name and renamed into place, so ``result_dir`` is
     either complete or untouched: an interrupted run never leaves a result.json behind.
-    ``extra_files`` maps a plain file name to a JSON-able object (or str/bytes written as is).
+    ``extra_files`` maps a plain file name to a JSON-able object (or str/bytes written as is);
+    ``extra_dirs`` maps a plain name to an existing directory moved inside.
     """
     from spanqa.fileutil import atomic_dir
 
@@ -501,6 +504,8 @@ def write_results(
                 (tmp / name).write_text(obj, encoding="utf-8")
             else:
                 _dump_json(obj, tmp / name)
+        for name, directory in (extra_dirs or {}).items():
+            shutil.move(str(directory), tmp / name)
         _dump_json(dict(result), tmp / RESULT_FILE)
     return final
 

@@ -40,6 +40,10 @@ class CompileSettings:
     batch_size: int | None = None  # fixed batch axis (None = dynamic)
     seq_len: int | None = None  # fixed sequence axis (None = dynamic)
     seed: int = 0
+    calibration: str | None = None  # SQuAD JSON whose features calibrate static int8
+    calibration_size: int = 300  # features used for calibration
+    guard: str | None = None  # SQuAD JSON on which the new model must keep 99.5% of fp32's F1
+    guard_questions: int = 1000
 
 
 @dataclass
@@ -143,6 +147,128 @@ register_target(
         description="ONNX Runtime CPU, fp32, fused attention/LayerNorm/GELU",
         build=_build_cpu_fp32,
         tolerance=1e-3,
+    )
+)
+
+
+def calibration_inputs(ctx: BuildContext) -> list[dict[str, np.ndarray]]:
+    """Real SQuAD features (batch 1, cut to their length) spread evenly over the calibration set."""
+    from spanqa.squad import FeatureSettings, build_features, read_squad
+
+    if not ctx.settings.calibration:
+        raise CompileError(
+            f"--target {ctx.settings.target} is calibrated on real SQuAD features: pass --calibration DATASET.json "
+            "(or --guard DATASET.json, which is then used for both)"
+        )
+    examples = read_squad(ctx.settings.calibration)
+    if ctx.settings.guard and Path(ctx.settings.guard).resolve() == Path(ctx.settings.calibration).resolve():
+        # The guard scores the first questions: calibrate on the others so it stays a fair test.
+        examples = examples[ctx.settings.guard_questions :] or examples
+    seq = ctx.settings.seq_len or min(512, ctx.model_info.get("max_positions", 512))
+    step = max(1, len(examples) // max(1, ctx.settings.calibration_size))
+    features = build_features(examples[::step][: ctx.settings.calibration_size], ctx.tokenizer, FeatureSettings(max_seq_length=seq))
+    items = []
+    for i in range(len(features)):
+        real = seq if ctx.settings.seq_len else int(features.input_mask[i].sum())
+        rows = ctx.settings.batch_size or 1
+        item = {
+            "input_ids": features.input_ids[i : i + 1, :real],
+            "token_type_ids": features.segment_ids[i : i + 1, :real],
+            "attention_mask": features.input_mask[i : i + 1, :real],
+        }
+        items.append({k: np.repeat(v, rows, axis=0) for k, v in item.items()})
+    return items[: ctx.settings.calibration_size]
+
+
+def _build_openvino(precision: str) -> Callable[[BuildContext], None]:
+    def build(ctx: BuildContext) -> None:
+        from spanqa import openvino_rt, progress
+
+        model = openvino_rt.read_and_shape(ctx.source, ctx.settings.batch_size, ctx.settings.seq_len)
+        ctx.manifest["inference_precision"] = "f32"
+        if precision == "int8":
+            calibration = calibration_inputs(ctx)
+            import contextlib
+            import os
+            import sys
+
+            # NNCF draws its own progress bars on stdout; keep stdout for results.
+            sink = sys.stderr if progress.enabled() else open(os.devnull, "w")
+            with contextlib.redirect_stdout(sink):
+                model = openvino_rt.quantize_int8(model, calibration, ctx.settings.calibration_size)
+            if sink is not sys.stderr:
+                sink.close()
+            ctx.manifest["calibration"] = {
+                "dataset": str(ctx.settings.calibration),
+                "features": len(calibration),
+                "method": "NNCF post-training static quantisation (ModelType.TRANSFORMER)",
+            }
+        elif precision == "bf16":
+            ctx.manifest["inference_precision"] = "bf16"
+            caps = openvino_rt.cpu_capabilities()
+            ctx.manifest["cpu_capabilities"] = caps
+            if "BF16" not in caps:
+                ctx.manifest.setdefault("warnings", []).append(
+                    "this CPU has no native bf16 (AVX512-BF16/AMX): OpenVINO will emulate or fall back to fp32"
+                )
+        openvino_rt.save(model, ctx.out_dir)
+        ctx.manifest["model_file"] = openvino_rt.MODEL_XML
+
+    return build
+
+
+def _build_ort_int8(ctx: BuildContext) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fused = ctx.out_dir / ".fused.onnx"
+    optimized, counts = fuse_bert(ctx.source, ctx.model_info)
+    fix_shapes(optimized.model, ctx.settings.batch_size, ctx.settings.seq_len)
+    optimized.save_model_to_file(str(fused))
+    # Without DefaultTensorType the quantizer cannot type the fused graph's weights.
+    quantize_dynamic(
+        str(fused),
+        str(ctx.out_dir / "model.onnx"),
+        weight_type=QuantType.QInt8,
+        per_channel=False,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    fused.unlink()
+    ctx.manifest["model_file"] = "model.onnx"
+    ctx.manifest["fusions"] = counts
+    ctx.manifest["quantization"] = "ONNX Runtime dynamic int8 (QInt8 weights, per-tensor)"
+
+
+register_target(
+    Target(
+        name="cpu-int8",
+        precision="int8",
+        runtime="openvino",
+        description="OpenVINO CPU, static int8 (NNCF, calibrated on SQuAD features), VNNI",
+        build=_build_openvino("int8"),
+        tolerance=None,
+        extra="openvino",
+    )
+)
+register_target(
+    Target(
+        name="cpu-bf16",
+        precision="bf16",
+        runtime="openvino",
+        description="OpenVINO CPU, bf16 compute (AVX512-BF16/AMX)",
+        build=_build_openvino("bf16"),
+        tolerance=None,
+        extra="openvino",
+    )
+)
+register_target(
+    Target(
+        name="cpu-int8-ort",
+        precision="int8",
+        runtime="onnxruntime",
+        description="ONNX Runtime CPU, dynamic int8 (portable)",
+        build=_build_ort_int8,
+        tolerance=None,
     )
 )
 
@@ -266,6 +392,10 @@ def compile_model(
                 f"{source}: the {target.name} model's logits differ from the source by "
                 f"{verification['max_abs_diff']:.3g} (tolerance {target.tolerance:g}); nothing written to {out_dir}"
             )
+        if settings.guard:
+            from spanqa.pipeline import guard_check
+
+            manifest["guard"] = guard_check(package, source, settings.guard, settings.guard_questions)
         for name, path in (extra_files or {}).items():
             shutil.move(str(path), work / name)
         write_json_atomic(work / MANIFEST_NAME, manifest)

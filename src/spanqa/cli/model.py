@@ -31,11 +31,25 @@ def _echo_manifest(out_dir: Path, manifest: dict) -> None:
     if v:
         tol = v.get("tolerance")
         click.echo(f"  max |diff| vs source: {v['max_abs_diff']:.2e}" + (f" (tolerance {tol:g})" if tol is not None else ""))
+    guard = manifest.get("guard")
+    if guard:
+        click.echo(
+            f"  accuracy guard: F1 {guard['f1']:.2f} vs fp32 {guard['reference_f1']:.2f} "
+            f"({100 * guard['ratio']:.2f}%, needs >= {100 * guard['required_ratio']:.1f}%) on {guard['questions']} questions"
+        )
     for line in manifest.get("warnings", []):
         click.echo(f"  warning: {line}", err=True)
 
 
 def _shape_options(fn):
+    fn = click.option("--guard-questions", type=click.IntRange(min=1), default=1000, show_default=True,
+                      help="Questions the accuracy guard scores.")(fn)
+    fn = click.option("--guard", type=click.Path(path_type=Path), default=None,
+                      help="SQuAD JSON: refuse the model if its F1 falls below 99.5% of the fp32 model's on it.")(fn)
+    fn = click.option("--calibration-size", type=click.IntRange(min=1), default=300, show_default=True,
+                      help="Features used to calibrate static int8.")(fn)
+    fn = click.option("--calibration", type=click.Path(path_type=Path), default=None,
+                      help="SQuAD JSON whose features calibrate static int8 (default: the --guard dataset).")(fn)
     fn = click.option("--seq-len", type=click.IntRange(min=1), default=None, help="Fix the sequence length (default: dynamic).")(fn)
     fn = click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Fix the batch size (default: dynamic).")(fn)
     fn = click.option("--target", default="cpu-fp32", show_default=True, help=_TARGET_HELP)(fn)
@@ -62,12 +76,26 @@ def export_cmd(checkpoint: Path, output: Path, opset: int) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The model package directory to write.")
 @_shape_options
 @quiet_option
-def compile_cmd(model: Path, output: Path, target: str, batch_size: int | None, seq_len: int | None) -> None:
+def compile_cmd(model: Path, output: Path, **options) -> None:
     """Compile an exported ONNX MODEL for a target into a model package (the recipe's .om step)."""
-    from spanqa.compile import CompileSettings, compile_model
+    from spanqa.compile import compile_model
 
-    manifest = compile_model(model, output, CompileSettings(target=target, batch_size=batch_size, seq_len=seq_len))
+    manifest = compile_model(model, output, _compile_settings(**options))
     _echo_manifest(output, manifest)
+
+
+def _compile_settings(target, batch_size, seq_len, calibration, calibration_size, guard, guard_questions):
+    from spanqa.compile import CompileSettings
+
+    return CompileSettings(
+        target=target,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        calibration=str(calibration or guard) if (calibration or guard) else None,
+        calibration_size=calibration_size,
+        guard=str(guard) if guard else None,
+        guard_questions=guard_questions,
+    )
 
 
 @click.command("convert")
@@ -76,14 +104,12 @@ def compile_cmd(model: Path, output: Path, target: str, batch_size: int | None, 
 @_shape_options
 @click.option("--opset", type=click.IntRange(min=14), default=17, show_default=True, help="ONNX opset.")
 @quiet_option
-def convert_cmd(checkpoint: Path, output: Path, target: str, batch_size: int | None, seq_len: int | None, opset: int) -> None:
+def convert_cmd(checkpoint: Path, output: Path, opset: int, **options) -> None:
     """Export CHECKPOINT and compile it in one step (the recipe's pth2om.sh); keeps the exported ONNX."""
-    from spanqa.compile import CompileSettings, convert_checkpoint
+    from spanqa.compile import convert_checkpoint
     from spanqa.export import ExportSettings
 
-    report, manifest = convert_checkpoint(
-        checkpoint, output, CompileSettings(target=target, batch_size=batch_size, seq_len=seq_len), ExportSettings(opset=opset)
-    )
+    report, manifest = convert_checkpoint(checkpoint, output, _compile_settings(**options), ExportSettings(opset=opset))
     click.echo(f"Exported {checkpoint} -> {report.onnx_path}")
     _echo_export(report)
     _echo_manifest(output, manifest)
