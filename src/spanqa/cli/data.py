@@ -2,6 +2,87 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from spanqa.cli._common import quiet_option
+
+
+@click.command("preprocess")
+@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Features directory to write (replaced atomically if it is one already).",
+)
+@click.option(
+    "--model",
+    type=click.Path(exists=True, path_type=Path),
+    help="Checkpoint or model package directory whose vocab and casing to use.",
+)
+@click.option(
+    "--vocab",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A WordPiece vocab.txt (cased unless --lower-case).",
+)
+@click.option("--lower-case", is_flag=True, help="Lower-case and strip accents (only with --vocab).")
+@click.option("--max-seq-length", type=click.IntRange(min=4), default=512, show_default=True)
+@click.option("--doc-stride", type=click.IntRange(min=1), default=128, show_default=True,
+              help="How far each context window's start advances (a step, not an overlap).")
+@click.option("--max-query-length", type=click.IntRange(min=0), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rows per input file (the last one padded with zero rows).")
+@click.option("--format", "fmt", type=click.Choice(["bin", "npy"]), default="bin", show_default=True,
+              help="bin: raw int64 (msame); npy: NumPy files (ais_bench).")
+@quiet_option
+def preprocess(
+    dataset: Path,
+    out_dir: Path,
+    model: Path | None,
+    vocab: Path | None,
+    lower_case: bool,
+    max_seq_length: int,
+    doc_stride: int,
+    max_query_length: int,
+    batch_size: int,
+    fmt: str,
+) -> None:
+    """Turn a SQuAD DATASET.json into the recipe's input folders plus feature metadata.
+
+    Tokenizer: the --model's vocab and casing, or --vocab [--lower-case], or by default
+    SpanBERT's (bert-base-cased vocab, no lower-casing).
+    """
+    from spanqa.squad import FeatureSettings, preprocess as run_preprocess
+    from spanqa.vocab import TokenizerSettings, default_vocab_path, resolve_tokenizer
+
+    if model is not None and vocab is not None:
+        raise click.UsageError("give either --model or --vocab, not both")
+    if lower_case and vocab is None:
+        raise click.UsageError("--lower-case goes with --vocab (a --model carries its own casing)")
+    if model is not None:
+        tokenizer = resolve_tokenizer(model)
+    elif vocab is not None:
+        tokenizer = TokenizerSettings(vocab, lower_case)
+    else:
+        tokenizer = TokenizerSettings(default_vocab_path(), False)
+    settings = FeatureSettings(
+        max_seq_length=max_seq_length,
+        doc_stride=doc_stride,
+        max_query_length=max_query_length,
+        do_lower_case=tokenizer.do_lower_case,
+    )
+    settings.check()
+    features, manifest = run_preprocess(dataset, out_dir, tokenizer, settings, batch_size, fmt)
+    click.echo(
+        f"{manifest['num_features']} features for {manifest['num_examples']} questions "
+        f"({'uncased' if tokenizer.do_lower_case else 'cased'}, {tokenizer.vocab_path.name}) -> "
+        f"{out_dir}: {manifest['num_batches']} batches of {batch_size} ({fmt}), "
+        f"{manifest['num_padding_rows']} padding rows"
+    )
+
+
+COMMANDS: list[click.Command] = [preprocess]
