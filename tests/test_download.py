@@ -366,8 +366,8 @@ def test_server_down_one_line_error_names_way_out(tmp_path):
     line = one_line_error(run("squad1", "--dir", str(tmp_path / "c"), "--mirror", mirror))
     assert line == (
         f"Error: cannot reach {mirror}/spanbert_squad1.tar.gz: Connection refused. You seem to be "
-        "offline: download spanbert_squad1.tar.gz elsewhere and pass it with "
-        "--url /path/to/spanbert_squad1.tar.gz, or set --mirror / SPANQA_MIRROR"
+        "offline: download spanbert_squad1.tar.gz elsewhere and install it with "
+        "'spanqa download squad1 --url /path/to/spanbert_squad1.tar.gz', or set --mirror / SPANQA_MIRROR"
     )
     assert not (tmp_path / "c").exists()
     assert list(tmp_path.iterdir()) == []
@@ -385,8 +385,8 @@ def test_http_404(server, tmp_path):
     line = one_line_error(run("squad1", "--dir", str(tmp_path / "c"), "--mirror", server.url))
     assert line == (
         f"Error: cannot download {server.url}/spanbert_squad1.tar.gz: HTTP 404 File not found. "
-        "Check the URL or mirror, or download spanbert_squad1.tar.gz elsewhere and pass it with "
-        "--url /path/to/spanbert_squad1.tar.gz, or set --mirror / SPANQA_MIRROR"
+        "Check the URL or mirror, or download spanbert_squad1.tar.gz elsewhere and install it with "
+        "'spanqa download squad1 --url /path/to/spanbert_squad1.tar.gz', or set --mirror / SPANQA_MIRROR"
     )
     assert not (tmp_path / "c").exists()
 

@@ -65,6 +65,7 @@ class Target:
     build: Callable[[BuildContext], None]  # writes ctx.out_dir/<model_file>, fills ctx.manifest
     tolerance: float | None  # max |logit diff| vs the fp32 source; None: judged by the accuracy guard
     extra: str = "cpu"  # the pip extra that provides its backend
+    provider: str | None = None  # an ONNX Runtime execution provider the target cannot do without
 
 
 TARGETS: dict[str, Target] = {}
@@ -73,6 +74,18 @@ TARGETS: dict[str, Target] = {}
 def register_target(target: Target) -> Target:
     TARGETS[target.name] = target
     return target
+
+
+def _require_provider(target: Target) -> None:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise missing_backend("onnxruntime", target.extra) from None
+    if target.provider not in ort.get_available_providers():
+        raise CompileError(
+            f"--target {target.name} needs onnxruntime's {target.provider} to build and verify the model, and this "
+            f"machine has none; run it where an NVIDIA GPU is, after pip install 'spanqa[{target.extra}]'"
+        )
 
 
 def get_target(name: str) -> Target:
@@ -225,14 +238,22 @@ def _build_ort_int8(ctx: BuildContext) -> None:
     optimized, counts = fuse_bert(ctx.source, ctx.model_info)
     fix_shapes(optimized.model, ctx.settings.batch_size, ctx.settings.seq_len)
     optimized.save_model_to_file(str(fused))
-    # Without DefaultTensorType the quantizer cannot type the fused graph's weights.
-    quantize_dynamic(
-        str(fused),
-        str(ctx.out_dir / "model.onnx"),
-        weight_type=QuantType.QInt8,
-        per_channel=False,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs advice on the root logger
+    try:
+        # Without DefaultTensorType the quantizer cannot type the fused graph's weights.
+        quantize_dynamic(
+            str(fused),
+            str(ctx.out_dir / "model.onnx"),
+            weight_type=QuantType.QInt8,
+            per_channel=False,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        root.setLevel(level)
     fused.unlink()
     ctx.manifest["model_file"] = "model.onnx"
     ctx.manifest["fusions"] = counts
@@ -269,6 +290,80 @@ register_target(
         description="ONNX Runtime CPU, dynamic int8 (portable)",
         build=_build_ort_int8,
         tolerance=None,
+    )
+)
+
+
+def _build_gpu_fp16(ctx: BuildContext) -> None:
+    optimizer = _ort_optimizer()
+    import logging
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    optimized = optimizer.optimize_model(
+        str(ctx.source),
+        model_type="bert",
+        num_heads=int(ctx.model_info.get("num_heads", 0)),
+        hidden_size=int(ctx.model_info.get("hidden_size", 0)),
+        opt_level=0,
+        use_gpu=True,
+    )
+    counts = {op: int(optimized.get_fused_operator_statistics().get(op, 0)) for op in FUSION_OPS}
+    # fp16 inside, int64 ids in and fp32 logits out, so callers see the same interface.
+    optimized.convert_float_to_float16(keep_io_types=True)
+    fix_shapes(optimized.model, ctx.settings.batch_size, ctx.settings.seq_len)
+    optimized.save_model_to_file(str(ctx.out_dir / "model.onnx"))
+    ctx.manifest["model_file"] = "model.onnx"
+    ctx.manifest["fusions"] = counts
+
+
+def _build_gpu_trt(ctx: BuildContext) -> None:
+    # TensorRT fuses the plain graph itself; it only needs the shape range of each input.
+    shutil.copyfile(ctx.source, ctx.out_dir / "model.onnx")
+    import onnx
+
+    model = onnx.load(str(ctx.out_dir / "model.onnx"))
+    fix_shapes(model, ctx.settings.batch_size, ctx.settings.seq_len)
+    onnx.save(model, str(ctx.out_dir / "model.onnx"))
+    max_seq = ctx.settings.seq_len or ctx.model_info.get("max_positions", 512)
+    min_seq = ctx.settings.seq_len or 1
+    max_batch = ctx.settings.batch_size or 64
+    min_batch = ctx.settings.batch_size or 1
+    opt_batch = ctx.settings.batch_size or 8
+
+    def profile(b: int, s: int) -> str:
+        return ",".join(f"{name}:{b}x{s}" for name in INPUT_NAMES)
+
+    ctx.manifest["model_file"] = "model.onnx"
+    ctx.manifest["tensorrt"] = {
+        "trt_profile_min_shapes": profile(min_batch, min_seq),
+        "trt_profile_opt_shapes": profile(opt_batch, ctx.settings.seq_len or min(256, max_seq)),
+        "trt_profile_max_shapes": profile(max_batch, max_seq),
+        "fp16": True,
+    }
+
+
+register_target(
+    Target(
+        name="gpu-fp16",
+        precision="fp16",
+        runtime="onnxruntime-cuda",
+        description="ONNX Runtime CUDA, fp16 with fused attention, IO binding",
+        build=_build_gpu_fp16,
+        tolerance=None,
+        extra="gpu",
+        provider="CUDAExecutionProvider",
+    )
+)
+register_target(
+    Target(
+        name="gpu-trt",
+        precision="fp16",
+        runtime="onnxruntime-tensorrt",
+        description="ONNX Runtime TensorRT provider, fp16 engines cached in the package",
+        build=_build_gpu_trt,
+        tolerance=None,
+        extra="gpu",
+        provider="TensorrtExecutionProvider",
     )
 )
 
@@ -344,6 +439,8 @@ def compile_model(
         if value is not None and value < 1:
             raise CompileError(f"{name} {value}: must be a positive integer")
     target = get_target(settings.target)
+    if target.provider:
+        _require_provider(target)
     try:
         model_info, meta = model_info_from_onnx(source)
     except Exception as exc:

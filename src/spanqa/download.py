@@ -258,8 +258,8 @@ def _local_path(asset: Asset, src: str) -> Path | None:
 
 def _way_out(asset: Asset) -> str:
     return (
-        f"download {asset.filename} elsewhere and pass it with --url /path/to/{asset.filename}, "
-        f"or set --mirror / {MIRROR_ENV}"
+        f"download {asset.filename} elsewhere and install it with "
+        f"'spanqa download {asset.name} --url /path/to/{asset.filename}', or set --mirror / {MIRROR_ENV}"
     )
 
 

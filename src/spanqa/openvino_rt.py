@@ -57,6 +57,16 @@ class OpenVinoRuntime:
         self.name = "openvino-cpu"
         self._outputs = [self.compiled.output(name) for name in OUTPUT_NAMES]
 
+    def info(self) -> dict:
+        ov = _openvino()
+        return {
+            "name": self.name,
+            "backend": "openvino",
+            "version": ov.get_version(),
+            "inference_precision": self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+            "threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
+        }
+
     def run(self, input_ids, token_type_ids, attention_mask):
         result = self.request.infer(
             {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask},

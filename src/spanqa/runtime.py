@@ -81,11 +81,26 @@ class OrtRuntime:
         shape = next(i.shape for i in self.session.get_inputs() if i.name == "input_ids")
         self.batch_size = shape[0] if isinstance(shape[0], int) else None
         self.seq_len = shape[1] if isinstance(shape[1], int) else None
-        self.name = f"onnxruntime-{options.device}"
+        active = self.session.get_providers()[0]
+        self.name = {
+            "CUDAExecutionProvider": "onnxruntime-cuda",
+            "TensorrtExecutionProvider": "onnxruntime-tensorrt",
+        }.get(active, f"onnxruntime-{options.device}")
         self._output_names = [o.name for o in self.session.get_outputs()][:2]
+        # On a GPU, IO binding copies inputs once and lets ORT allocate outputs where it likes.
+        self._bind = active != "CPUExecutionProvider"
 
     def run(self, input_ids, token_type_ids, attention_mask):
         feeds = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+        if self._bind:
+            binding = self.session.io_binding()
+            for name, value in feeds.items():
+                binding.bind_cpu_input(name, value)
+            for name in self._output_names:
+                binding.bind_output(name)
+            self.session.run_with_iobinding(binding)
+            start, end = binding.copy_outputs_to_cpu()
+            return start, end
         start, end = self.session.run(self._output_names, feeds)
         return start, end
 
@@ -105,6 +120,46 @@ class OrtRuntime:
 @register_runtime("onnxruntime")
 def _load_ort(package: ModelPackage, options: RuntimeOptions) -> Runtime:
     return OrtRuntime(package, options)
+
+
+def _gpu_providers(package: ModelPackage, tensorrt: bool) -> list:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise missing_backend("onnxruntime-gpu", "gpu") from None
+    wanted = "TensorrtExecutionProvider" if tensorrt else "CUDAExecutionProvider"
+    if wanted not in ort.get_available_providers():
+        raise InferenceError(
+            f"{package.root}: a {package.target} model needs onnxruntime's {wanted}, which is not available here; "
+            "run it on a machine with an NVIDIA GPU after pip install 'spanqa[gpu]'"
+        )
+    cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})
+    if not tensorrt:
+        return [cuda, "CPUExecutionProvider"]
+    trt = package.manifest.get("tensorrt", {})
+    cache = package.root / "trt-cache"
+    cache.mkdir(exist_ok=True)
+    options = {
+        "trt_fp16_enable": True,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(cache),
+    }
+    for key in ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes"):
+        if key in trt:
+            options[key] = trt[key]
+    return [("TensorrtExecutionProvider", options), cuda, "CPUExecutionProvider"]
+
+
+@register_runtime("onnxruntime-cuda")
+def _load_ort_cuda(package: ModelPackage, options: RuntimeOptions) -> Runtime:
+    return OrtRuntime(package, options, _gpu_providers(package, tensorrt=False))
+
+
+@register_runtime("onnxruntime-tensorrt")
+def _load_ort_trt(package: ModelPackage, options: RuntimeOptions) -> Runtime:
+    return OrtRuntime(package, options, _gpu_providers(package, tensorrt=True))
 
 
 def open_runtime(model: str | Path | ModelPackage, options: RuntimeOptions | None = None) -> Runtime:

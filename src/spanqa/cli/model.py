@@ -121,7 +121,7 @@ def targets_cmd() -> None:
     from spanqa.compile import TARGETS
 
     for name, t in sorted(TARGETS.items()):
-        click.echo(f"{name:<10} {t.precision:<5} runtime={t.runtime:<12} {t.description}")
+        click.echo(f"{name:<13} {t.precision:<5} {t.runtime:<21} {t.description}")
 
 
 COMMANDS.extend([export_cmd, compile_cmd, convert_cmd, targets_cmd])

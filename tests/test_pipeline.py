@@ -1,0 +1,142 @@
+import http.server
+import io
+import json
+import tarfile
+import threading
+from functools import partial
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from spanqa.answers import predict
+from spanqa.cli import main
+from spanqa.errors import SpanQAError
+from spanqa.pipeline import RunSettings, infer_features, resolve_model, run
+from spanqa.batching import BatchingSettings
+from spanqa.runtime import open_runtime
+from spanqa.squad import build_features, read_squad
+
+
+def subset(src, dest, questions):
+    """The first ``questions`` questions of a SQuAD file, as a SQuAD file."""
+    data = json.loads(src.read_text(encoding="utf-8"))
+    left = questions
+    articles = []
+    for article in data["data"]:
+        paragraphs = []
+        for para in article["paragraphs"]:
+            if left <= 0:
+                break
+            qas = para["qas"][:left]
+            left -= len(qas)
+            paragraphs.append({"context": para["context"], "qas": qas})
+        if paragraphs:
+            articles.append({"title": article["title"], "paragraphs": paragraphs})
+    dest.write_text(json.dumps({"version": "1.1", "data": articles}), encoding="utf-8")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def small_heldout(heldout_json, tmp_path_factory):
+    return subset(heldout_json, tmp_path_factory.mktemp("data") / "heldout-60.json", 60)
+
+
+def test_length_aware_logits_match_padded(standin_package, small_heldout):
+    package_runtime = open_runtime(standin_package)
+    from spanqa.package import open_package
+
+    features = build_features(read_squad(small_heldout), open_package(standin_package).tokenizer)
+    s1, e1, stats1 = infer_features(package_runtime, features, RunSettings(warmup=0))
+    s2, e2, stats2 = infer_features(package_runtime, features, RunSettings(warmup=0, batching=BatchingSettings(length_aware=False)))
+    real = features.input_mask.astype(bool)
+    assert np.abs(s1 - s2)[real].max() < 1e-4 and np.abs(e1 - e2)[real].max() < 1e-4
+    # Length-aware batching ran far fewer positions than the padded path.
+    assert stats1.rows == stats2.rows == len(features)
+    assert predict(features, s1, e1)[0] == predict(features, s2, e2)[0]
+
+
+def test_run_cli_writes_everything(standin_package, small_heldout, tmp_path):
+    out = tmp_path / "res"
+    result = CliRunner().invoke(main, ["run", str(small_heldout), "--model", str(standin_package), "-o", str(out), "--keep-files"])
+    assert result.exit_code == 0, result.output
+    for label in ("questions", "features", "exact match", "F1", "end-to-end questions/s", "model rows/s", "batch latency p50 / p99 (ms)"):
+        assert any(line.startswith(label) for line in result.output.splitlines()), label
+    assert sorted(p.name for p in out.iterdir()) == [
+        "features", "nbest_predictions.json", "outputs", "predictions.json", "result.json", "summary.json",
+    ]
+    res = json.loads((out / "result.json").read_text())
+    assert res["total"] == 60 and 0 < res["f1"] <= 100
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["questions"] == 60 and summary["target"] == "cpu-fp32"
+    assert summary["inference"]["rows"] == summary["features"]
+    # The kept recipe files re-score to the same answers through 'spanqa evaluate'.
+    again = CliRunner().invoke(main, ["evaluate", str(small_heldout), "--features", str(out / "features"), "--outputs", str(out / "outputs"), "-o", str(tmp_path / "re")])
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "re" / "predictions.json").read_text()) == json.loads((out / "predictions.json").read_text())
+
+
+def test_interrupted_run_leaves_no_result(standin_package, small_heldout, tmp_path, monkeypatch):
+    import spanqa.answers
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(spanqa.answers, "predict", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run(small_heldout, standin_package, tmp_path / "res")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_is_converted_once_into_cache(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPANQA_HOME", str(tmp_path / "home"))
+    package, converted = resolve_model(tiny_checkpoint)
+    assert converted and package.root.parent == tmp_path / "home" / "packages"
+    again, converted_again = resolve_model(tiny_checkpoint)
+    assert not converted_again and again.root == package.root
+
+
+def test_not_a_model(tmp_path):
+    with pytest.raises(SpanQAError, match="neither a model package, a .onnx file nor a checkpoint directory"):
+        resolve_model(tmp_path)
+
+
+@pytest.fixture
+def mirror(tmp_path, tiny_checkpoint, dev_json):
+    """A local mirror serving a SpanBERT-style squad1 archive (the tiny model) and the dev set."""
+    root = tmp_path / "mirror"
+    root.mkdir()
+    with tarfile.open(root / "spanbert_squad1.tar.gz", "w:gz") as tar:
+        for name in ("config.json", "pytorch_model.bin"):
+            tar.add(tiny_checkpoint / name, arcname=f"squad1/{name}")
+    (root / "dev-v1.1.json").write_bytes(dev_json.read_bytes())
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_run_with_no_arguments_is_the_main_job(mirror, tmp_path, monkeypatch):
+    """'spanqa run' alone: fetch the squad1 checkpoint and the v1.1 dev set, convert, evaluate all 10,570 questions."""
+    monkeypatch.setenv("SPANQA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SPANQA_MIRROR", mirror)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["run"])
+    assert result.exit_code == 0, result.output
+    res = json.loads((tmp_path / "spanqa-result" / "result.json").read_text())
+    assert res["total"] == 10570
+    assert res["target"] == "cpu-fp32"
+    assert (tmp_path / "home" / "data" / "dev-v1.1.json").is_file()
+
+
+def test_run_offline_says_what_to_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPANQA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SPANQA_MIRROR", "http://127.0.0.1:9")
+    result = CliRunner().invoke(main, ["run", "-o", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot reach http://127.0.0.1:9/dev-v1.1.json")
+    assert "install it with 'spanqa download squad-v1.1-dev --url /path/to/dev-v1.1.json'" in lines[0]
