@@ -1,10 +1,14 @@
 """The offline inference engine (spanqa.infer): logits, statistics, input checks, resume, report.
 
 The stand-in parity test runs the real model over held-out features at the recipe's 512 tokens
-for batch sizes 1 and 8 and compares every logit with PyTorch's. Every feature of the held-out
-set costs ~15 CPU-minutes on CI's 2 cores (two ONNX Runtime passes plus PyTorch), so by default
-it takes every 10th question (~520 features from all 24 articles); set
-``SPANQA_INFER_PARITY_STRIDE=1`` to run every feature.
+through ``infer`` at batch sizes 1 and 8 and compares the logits of every real token of every
+feature with PyTorch's (1e-4). All 5,248 held-out features cost ~25 CPU-minutes on CI's 2 cores
+(two ONNX Runtime passes at 512 plus PyTorch), so by default it takes every 20th question
+(~265 features drawn from all 24 articles); ``SPANQA_INFER_PARITY_STRIDE=1`` runs every feature.
+
+Padding positions are compared between the two batch sizes, not with PyTorch: their logits
+are never read (answers come from real tokens) and depend on the mask constant (-10000 in the
+exported graph, dtype-min in transformers' eager code), which moves them by ~1e-4.
 """
 
 from __future__ import annotations
@@ -138,32 +142,42 @@ def heldout_features(heldout_json, standin_dir):
     from spanqa.squad import FeatureSettings, build_features, read_squad
     from spanqa.vocab import resolve_tokenizer
 
-    stride = int(os.environ.get("SPANQA_INFER_PARITY_STRIDE", "10"))
+    stride = int(os.environ.get("SPANQA_INFER_PARITY_STRIDE", "20"))
     examples = read_squad(heldout_json)[::stride]
     return build_features(examples, resolve_tokenizer(standin_dir), FeatureSettings(max_seq_length=512))
 
 
 @pytest.fixture(scope="module")
 def torch_reference(heldout_features, standin_dir):
-    """PyTorch (transformers eager, fp32) logits of every feature at the full padded length."""
+    """PyTorch (transformers eager, fp32) logits of every feature; NaN at padding positions.
+
+    Features run in batches of similar length cut to their longest real length: the logits of
+    real tokens do not depend on how much padding follows (it is masked out), and this is ~3x
+    cheaper than running 512 positions.
+    """
     import torch
 
     from spanqa.checkpoint import load_checkpoint
 
     model = load_checkpoint(standin_dir).model
     f = heldout_features
-    start = np.empty(f.input_ids.shape, np.float32)
-    end = np.empty(f.input_ids.shape, np.float32)
+    lengths = f.lengths
+    order = np.argsort(lengths, kind="stable")
+    start = np.full(f.input_ids.shape, np.nan, np.float32)
+    end = np.full(f.input_ids.shape, np.nan, np.float32)
     with torch.inference_mode():
         for lo in range(0, len(f), 16):
-            sl = slice(lo, lo + 16)
+            rows = order[lo : lo + 16]
+            cut = int(lengths[rows].max())
             out = model(
-                input_ids=torch.from_numpy(f.input_ids[sl]),
-                token_type_ids=torch.from_numpy(f.segment_ids[sl]),
-                attention_mask=torch.from_numpy(f.input_mask[sl]),
+                input_ids=torch.from_numpy(f.input_ids[rows, :cut]),
+                token_type_ids=torch.from_numpy(f.segment_ids[rows, :cut]),
+                attention_mask=torch.from_numpy(f.input_mask[rows, :cut]),
             )
-            start[sl] = out.start_logits.numpy()
-            end[sl] = out.end_logits.numpy()
+            for i, row in enumerate(rows):
+                n = int(lengths[row])
+                start[row, :n] = out.start_logits[i, :n].numpy()
+                end[row, :n] = out.end_logits[i, :n].numpy()
     return start, end
 
 
@@ -182,17 +196,33 @@ def standin_runs(heldout_features, standin_package, tmp_path_factory):
 @pytest.mark.parametrize("bs", [1, 8])
 def test_standin_logits_equal_pytorch(bs, standin_runs, torch_reference, heldout_features):
     out, summary = standin_runs[bs]
-    n = len(heldout_features)
+    f = heldout_features
+    n = len(f)
     start, end = collect(out, n, bs, 512)
     ref_start, ref_end = torch_reference
     assert start.shape == ref_start.shape == (n, 512)
-    worst = max(np.abs(start - ref_start).max(axis=1).max(), np.abs(end - ref_end).max(axis=1).max())
-    assert worst < 1e-4, worst
-    assert np.abs(ref_start).max() > 1.0  # real logits, not zeros
+    real = f.input_mask.astype(bool)
+    assert np.array_equal(~np.isnan(ref_start), real)
+    per_feature = np.maximum(
+        np.where(real, np.abs(start - ref_start), 0).max(axis=1),
+        np.where(real, np.abs(end - ref_end), 0).max(axis=1),
+    )
+    assert per_feature.shape == (n,)
+    assert per_feature.max() < 1e-4, (per_feature.argmax(), per_feature.max())
+    assert np.abs(ref_start[real]).max() > 1.0  # real logits, not zeros
     # Padding rows of the last batch are run too (msame semantics) but are not features.
     assert summary["rows"] == n
     assert summary["padded_rows"] == summary["batches"] * bs - n
     assert summary["batches"] == -(-n // bs)
+
+
+def test_standin_batch_sizes_agree_everywhere(standin_runs, heldout_features):
+    """bs1 and bs8 outputs agree at every position, padding included."""
+    n = len(heldout_features)
+    one = collect(standin_runs[1][0], n, 1, 512)
+    eight = collect(standin_runs[8][0], n, 8, 512)
+    for a, b in zip(one, eight):
+        assert np.abs(a - b).max() < 1e-4
 
 
 def test_standin_summary_and_report(standin_runs, standin_package):

@@ -33,6 +33,12 @@ COMMANDS: list[click.Command] = []
 def infer_cmd(model, inputs, output, outfmt, warmup, loop, threads, device, batch_size, seq_len, resume) -> None:
     """Run MODEL over feature folders and write start/end logits per batch, msame style.
 
+    Writes OUTPUT/{i}_output_0.bin (start logits) and {i}_output_1.bin (end logits), float32
+    [batch, seq_len], one pair per input file i, plus infer.log (msame's lines, also printed)
+    and summary.json. Inputs are checked against the model before anything runs; headerless
+    .bin folders without manifest.json take their shape from a fixed-shape model, or from
+    --seq-len / --batch-size.
+
     Without --resume an existing OUTPUT's old *_output_0/1 files are removed first; with it,
     batches whose two outputs are complete are skipped (the run must use the same model,
     shapes and --outfmt). Interrupting (Ctrl-C, kill) never leaves a partial file under a final name.
