@@ -249,7 +249,9 @@ def _build_ort_int8(ctx: BuildContext) -> None:
             str(fused),
             str(ctx.out_dir / "model.onnx"),
             weight_type=QuantType.QInt8,
-            per_channel=False,
+            # Per-tensor scales cost the stand-in 5.6% of its F1 (fails the guard); per-channel
+            # keeps it within noise of fp32.
+            per_channel=True,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     finally:
@@ -257,7 +259,7 @@ def _build_ort_int8(ctx: BuildContext) -> None:
     fused.unlink()
     ctx.manifest["model_file"] = "model.onnx"
     ctx.manifest["fusions"] = counts
-    ctx.manifest["quantization"] = "ONNX Runtime dynamic int8 (QInt8 weights, per-tensor)"
+    ctx.manifest["quantization"] = "ONNX Runtime dynamic int8 (QInt8 weights, per-channel)"
 
 
 register_target(
