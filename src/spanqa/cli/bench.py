@@ -2,6 +2,133 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
+from spanqa.cli._common import quiet_option
+
 COMMANDS: list[click.Command] = []
+
+# Kept in step with spanqa.bench's defaults (not imported: it would load numpy for --help).
+_DEFAULT_BATCH_SIZES = "1,4,8,16,32,64"
+
+
+def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    sizes = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            size = int(part)
+        except ValueError:
+            raise click.BadParameter(f"'{part}' is not an integer; give comma-separated batch sizes, e.g. 1,4,8") from None
+        if size < 1:
+            raise click.BadParameter(f"{size} is not a positive batch size; give e.g. 1,4,8")
+        if size not in sizes:
+            sizes.append(size)
+    if not sizes:
+        raise click.BadParameter("give at least one batch size, e.g. 1,4,8")
+    return tuple(sizes)
+
+
+@click.command("bench")
+@click.option(
+    "--model",
+    "models",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    required=True,
+    help="A model package (or .onnx). Repeat to compare several side by side in one run.",
+)
+@click.option("--batch-sizes", default=_DEFAULT_BATCH_SIZES, show_default=True, callback=_batch_sizes, help="Comma-separated batch sizes.")
+@click.option("--seq-len", type=click.IntRange(min=1), default=512, show_default=True, help="Sequence length (dataset mode: max_seq_length of the features).")
+@click.option(
+    "--dataset",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A SQuAD JSON: time the real job end to end (questions/s, model rows/s) instead of synthetic batches.",
+)
+@click.option("--questions", type=click.IntRange(min=1), default=None, help="Dataset mode: only the first N questions [default: all].")
+@click.option(
+    "--token-budget",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Dataset mode: max rows x padded length per batch [default: spanqa run's, 4096]; the batch size caps rows under it.",
+)
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Untimed runs per cell before timing.")
+@click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs per cell (dataset mode: timed passes).")
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Per cell: start no new run after this long (warm-up included); at least one warm-up and one timed run always happen.",
+)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads [default: every core this process may use].")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write throughput vs batch size as a PNG (needs spanqa[plot]).")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw numbers as JSON on stdout instead of the table.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Also save the JSON to this file.")
+@quiet_option
+def bench_cmd(models, batch_sizes, seq_len, dataset, questions, token_budget, warmup, repeat, max_seconds, threads, plot_path, as_json, output) -> None:
+    """Throughput of each MODEL per batch size: the recipe's fps table.
+
+    Synthetic mode (default): one random batch of every size at --seq-len; fps = batch x 1000 /
+    median ms over --repeat timed runs, after --warmup untimed ones; min-max from the fastest and
+    slowest run. With --dataset: end-to-end questions/s (preprocess + inference + answers, with
+    length-aware batching) and model rows/s over --repeat passes. A fixed-shape model runs only its own
+    shape (noted under the table). Compare models within one run; machines are noisy.
+    """
+    from spanqa.bench import BenchSettings, bench, footer_lines, header_lines, plot, row_line
+    from spanqa.errors import missing_backend
+
+    if plot_path is not None:
+        try:
+            import matplotlib  # noqa: F401  (fail before the benchmark, not after it)
+        except ImportError:
+            raise missing_backend("matplotlib", "plot") from None
+    if questions is not None and dataset is None:
+        raise click.UsageError("--questions needs --dataset")
+    if token_budget is not None and dataset is None:
+        raise click.UsageError("--token-budget needs --dataset")
+    settings = BenchSettings(
+        batch_sizes=batch_sizes,
+        seq_len=seq_len,
+        warmup=warmup,
+        repeat=repeat,
+        max_seconds=max_seconds,
+        threads=threads,
+        dataset=str(dataset) if dataset is not None else None,
+        questions=questions,
+        token_budget=token_budget,
+    )
+    printed_header = []
+
+    def stream(report, result) -> None:
+        if as_json:
+            return
+        if not printed_header:
+            for line in header_lines(report):
+                click.echo(line)
+            printed_header.append(True)
+        click.echo(row_line(report, result))
+
+    report = bench(list(models), settings, on_result=stream)
+    data = report.to_json()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        for line in footer_lines(report):
+            click.echo(line)
+    if output is not None:
+        from spanqa.fileutil import write_json_atomic
+
+        write_json_atomic(output, data)
+    if plot_path is not None:
+        plot(report, plot_path)
+        click.echo(f"plot: {plot_path}", err=True)
+
+
+COMMANDS += [bench_cmd]
