@@ -140,4 +140,49 @@ def run_cmd(dataset, model, result_dir, target, batch_size, threads, keep_files,
     print_run_table(report)
 
 
-COMMANDS.extend([evaluate_cmd, run_cmd])
+@click.command("ask")
+@click.option("--model", type=click.Path(path_type=Path), required=True, help="A model package, .onnx or checkpoint directory.")
+@click.option("--context", required=True, help="The passage: a text file's path, or the text itself.")
+@click.argument("questions", nargs=-1)
+@click.option("--n-best", type=click.IntRange(min=1), default=1, show_default=True, help="Answers shown per question.")
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@quiet_option
+def ask_cmd(model: Path, context: str, questions: tuple[str, ...], n_best: int, threads: int | None) -> None:
+    """Answer QUESTIONS about a context; with no QUESTIONS, read one per line from stdin
+    (interactive when stdin is a terminal; an empty line or Ctrl-D ends)."""
+    import sys
+
+    from spanqa.ask import Answerer
+    from spanqa.errors import DatasetError
+    from spanqa.pipeline import resolve_model
+
+    path = Path(context)
+    try:
+        text = path.read_text(encoding="utf-8") if len(context) < 4096 and path.is_file() else context
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read the context ({exc})") from None
+    if not text.strip():
+        raise DatasetError("--context is empty: give a passage or a text file")
+    package, _ = resolve_model(model)
+    answerer = Answerer(package, threads)
+
+    def show(items) -> None:
+        for a in items:
+            for k, cand in enumerate(a.nbest[:n_best]):
+                prefix = f"{a.question}\n  -> " if k == 0 else "  -> "
+                click.echo(f"{prefix}{cand['text']}  (p={cand['probability']:.3f})")
+
+    if questions:
+        show(answerer.answer(text, list(questions)))
+        return
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            click.echo("? ", nl=False)
+        line = sys.stdin.readline()
+        if not line or not line.strip():
+            break
+        show(answerer.answer(text, [line.strip()]))
+
+
+COMMANDS.extend([evaluate_cmd, run_cmd, ask_cmd])
