@@ -354,9 +354,9 @@ def time_dataset(runtime, info: ModelInfo, batch_size: int, examples, tokenizer,
     """Warm-up on the first (longest) batch, then ``repeat`` timed end-to-end passes
     (preprocess, inference, answers) over ``examples``. ``features``: those examples' features
     for the warm-up batch, when already built (they are not part of any timed pass)."""
-    from spanqa.batching import gather, plan_batches
+    from spanqa.batching import gather
     from spanqa.infer import Batch
-    from spanqa.pipeline import evaluate_runtime
+    from spanqa.pipeline import evaluate_runtime, plan_for
     from spanqa.squad import build_features
 
     run_settings = _dataset_settings(info, batch_size, settings)
@@ -364,14 +364,7 @@ def time_dataset(runtime, info: ModelInfo, batch_size: int, examples, tokenizer,
     warm = 0
     if settings.warmup > 0:
         features = features if features is not None else build_features(examples, tokenizer, run_settings.features)
-        first = plan_batches(
-            features.lengths,
-            run_settings.batching,
-            max_seq_length=features.settings.max_seq_length,
-            fixed_batch=runtime.batch_size,
-            fixed_seq=runtime.seq_len,
-            batch_size=batch_size,
-        )[0]
+        first = plan_for(runtime, features, run_settings)[0]
         batch = Batch("warm-up", *gather(features.input_ids, features.segment_ids, features.input_mask, first))
         warm = _warm_up(runtime, batch, settings.warmup, deadline, f"{info.label} b{batch_size}")
     stages: dict[str, list[float]] = {"preprocess_s": [], "inference_s": [], "answers_s": []}

@@ -51,12 +51,9 @@ class Evaluation:
         return len(self.features.examples) / busy if busy else float("nan")
 
 
-def infer_features(runtime, features: Features, settings: RunSettings, desc: str = "infer"):
-    """Start/end logits [N, max_seq_length] for every feature, with length-aware batching on
-    dynamic models and fixed batches on fixed-shape ones. Returns (start, end, stats)."""
-    from spanqa.infer import Batch, run_batches
-
-    batches = plan_batches(
+def plan_for(runtime, features: Features, settings: RunSettings):
+    """The batches ``infer_features`` runs: length-aware on dynamic models, fixed on fixed-shape ones."""
+    return plan_batches(
         features.lengths,
         settings.batching,
         max_seq_length=features.settings.max_seq_length,
@@ -64,6 +61,14 @@ def infer_features(runtime, features: Features, settings: RunSettings, desc: str
         fixed_seq=runtime.seq_len,
         batch_size=settings.batch_size,
     )
+
+
+def infer_features(runtime, features: Features, settings: RunSettings, desc: str = "infer"):
+    """Start/end logits [N, max_seq_length] for every feature, with length-aware batching on
+    dynamic models and fixed batches on fixed-shape ones. Returns (start, end, stats)."""
+    from spanqa.infer import Batch, run_batches
+
+    batches = plan_for(runtime, features, settings)
     collector = LogitsCollector(len(features), max(features.settings.max_seq_length, runtime.seq_len or 0))
     by_key = {}
 
