@@ -140,3 +140,67 @@ def test_run_offline_says_what_to_download(tmp_path, monkeypatch):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: cannot reach http://127.0.0.1:9/dev-v1.1.json")
     assert "install it with 'spanqa download squad-v1.1-dev --url /path/to/dev-v1.1.json'" in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The stand-in on held-out questions: spanqa against a PyTorch run through the same
+# preprocessing and answer code, and length-aware against padded batching.
+# CI takes every SPANQA_HELDOUT_STRIDE-th question (default 10: ~520 questions from all 24
+# articles); SPANQA_HELDOUT_STRIDE=1 runs the whole held-out set (see the README's figures).
+
+
+def every_kth_question(src, dest, k):
+    data = json.loads(src.read_text(encoding="utf-8"))
+    count = 0
+    for article in data["data"]:
+        for para in article["paragraphs"]:
+            kept = []
+            for qa in para["qas"]:
+                if count % k == 0:
+                    kept.append(qa)
+                count += 1
+            para["qas"] = kept
+    dest.write_text(json.dumps(data), encoding="utf-8")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def heldout_sample(heldout_json, tmp_path_factory):
+    import os
+
+    k = int(os.environ.get("SPANQA_HELDOUT_STRIDE", "10"))
+    return every_kth_question(heldout_json, tmp_path_factory.mktemp("sample") / f"heldout-every-{k}.json", k)
+
+
+def torch_evaluation(standin_dir, dataset):
+    """The same features and answer code, logits from transformers' PyTorch model."""
+    import torch
+
+    from spanqa.answers import score
+    from spanqa.batching import LogitsCollector, gather, plan_batches
+    from spanqa.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(standin_dir)
+    features = build_features(read_squad(dataset), loaded.info.tokenizer)
+    collector = LogitsCollector(len(features), features.settings.max_seq_length)
+    with torch.no_grad():
+        for plan in plan_batches(features.lengths, max_seq_length=features.settings.max_seq_length):
+            ids, types, mask = (torch.from_numpy(a) for a in gather(features.input_ids, features.segment_ids, features.input_mask, plan))
+            out = loaded.model(input_ids=ids, token_type_ids=types, attention_mask=mask)
+            collector.add(plan, out.start_logits.numpy(), out.end_logits.numpy())
+    predictions = predict(features, collector.start, collector.end)[0]
+    return predictions, score(dataset, predictions)
+
+
+def test_run_f1_matches_pytorch_and_padding_changes_nothing(standin_dir, standin_package, heldout_sample, tmp_path):
+    report = run(heldout_sample, standin_package, tmp_path / "aware")
+    padded = run(heldout_sample, standin_package, tmp_path / "padded", RunSettings(batching=BatchingSettings(length_aware=False)))
+    torch_predictions, torch_scores = torch_evaluation(standin_dir, heldout_sample)
+    assert report.result["total"] == torch_scores["total"] > 0
+    assert abs(report.result["f1"] - torch_scores["f1"]) <= 0.05
+    # Length-aware batching answers exactly as the recipe's padding to 512 does.
+    assert report.evaluation.predictions == padded.evaluation.predictions
+    assert padded.summary["inference"]["padded_rows"] == 0
+    assert report.summary["real_tokens"] == padded.summary["real_tokens"]
+    disagreements = sum(torch_predictions[q] != a for q, a in report.evaluation.predictions.items())
+    assert disagreements <= 0.002 * len(torch_predictions)
