@@ -60,3 +60,84 @@ def standin_package(standin_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("standinpkg") / "pkg"
     convert_checkpoint(standin_dir, out)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The stand-in model on the held-out questions, shared by the infer, pipeline and answer tests.
+# Every question by default; SPANQA_HELDOUT_STRIDE=k takes every k-th question instead (a quick
+# local run). Costs ~15 minutes on 2 cores in all: two ONNX Runtime passes at 512 tokens (batch
+# sizes 1 and 8), one PyTorch pass and one length-aware pass.
+
+
+@pytest.fixture(scope="session")
+def heldout_stride() -> int:
+    import os
+
+    return int(os.environ.get("SPANQA_HELDOUT_STRIDE", "1"))
+
+
+@pytest.fixture(scope="session")
+def heldout_examples(heldout_json, heldout_stride):
+    from spanqa.squad import read_squad
+
+    return read_squad(heldout_json)[::heldout_stride]
+
+
+@pytest.fixture(scope="session")
+def heldout_features(heldout_examples, standin_dir):
+    """The held-out questions' features at the recipe's 512/128/64, with the stand-in's tokenizer."""
+    from spanqa.squad import FeatureSettings, build_features
+    from spanqa.vocab import resolve_tokenizer
+
+    return build_features(heldout_examples, resolve_tokenizer(standin_dir), FeatureSettings(max_seq_length=512))
+
+
+@pytest.fixture(scope="session")
+def heldout_torch_logits(heldout_features, standin_dir):
+    """PyTorch (transformers eager, fp32) logits of every feature; NaN at padding positions.
+
+    Features run in batches of similar length cut to their longest real length: the logits of
+    real tokens do not depend on how much padding follows (it is masked out), and this is ~3x
+    cheaper than running 512 positions.
+    """
+    import numpy as np
+    import torch
+
+    from spanqa.checkpoint import load_checkpoint
+
+    model = load_checkpoint(standin_dir).model
+    f = heldout_features
+    lengths = f.lengths
+    order = np.argsort(lengths, kind="stable")
+    start = np.full(f.input_ids.shape, np.nan, np.float32)
+    end = np.full(f.input_ids.shape, np.nan, np.float32)
+    with torch.inference_mode():
+        for lo in range(0, len(f), 16):
+            rows = order[lo : lo + 16]
+            cut = int(lengths[rows].max())
+            out = model(
+                input_ids=torch.from_numpy(f.input_ids[rows, :cut]),
+                token_type_ids=torch.from_numpy(f.segment_ids[rows, :cut]),
+                attention_mask=torch.from_numpy(f.input_mask[rows, :cut]),
+            )
+            for i, row in enumerate(rows):
+                n = int(lengths[row])
+                start[row, :n] = out.start_logits[i, :n].numpy()
+                end[row, :n] = out.end_logits[i, :n].numpy()
+    return start, end
+
+
+@pytest.fixture(scope="session")
+def heldout_infer_runs(heldout_features, standin_package, tmp_path_factory):
+    """'spanqa infer' over the held-out features written at batch sizes 1 and 8 (the recipe's
+    padded 512-token layout): {batch size: (output dir, summary)}."""
+    from spanqa.infer import InferSettings, infer_folders
+    from spanqa.squad import write_features
+
+    runs = {}
+    for bs in (1, 8):
+        root = tmp_path_factory.mktemp(f"heldout-bs{bs}")
+        write_features(heldout_features, root / "features", bs)
+        summary = infer_folders(standin_package, root / "features", root / "out", InferSettings())
+        runs[bs] = (root / "out", summary)
+    return runs

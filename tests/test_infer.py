@@ -1,10 +1,9 @@
 """The offline inference engine (spanqa.infer): logits, statistics, input checks, resume, report.
 
-The stand-in parity test runs the real model over held-out features at the recipe's 512 tokens
-through ``infer`` at batch sizes 1 and 8 and compares the logits of every real token of every
-feature with PyTorch's (1e-4). All 5,248 held-out features cost ~25 CPU-minutes on CI's 2 cores
-(two ONNX Runtime passes at 512 plus PyTorch), so by default it takes every 20th question
-(~265 features drawn from all 24 articles); ``SPANQA_INFER_PARITY_STRIDE=1`` runs every feature.
+The stand-in parity test runs the real model over every held-out feature (5,248) at the recipe's
+512 tokens through ``infer`` at batch sizes 1 and 8 and compares the logits of every real token of
+every feature with PyTorch's (1e-4); the shared fixtures are in conftest.py
+(``SPANQA_HELDOUT_STRIDE=k`` takes every k-th question for a quick local run).
 
 Padding positions are compared between the two batch sizes, not with PyTorch: their logits
 are never read (answers come from real tokens) and depend on the mask constant (-10000 in the
@@ -138,59 +137,13 @@ def collect(out: Path, n: int, batch_size: int, seq_len: int, fmt: str = "bin") 
 
 
 @pytest.fixture(scope="module")
-def heldout_features(heldout_json, standin_dir):
-    from spanqa.squad import FeatureSettings, build_features, read_squad
-    from spanqa.vocab import resolve_tokenizer
-
-    stride = int(os.environ.get("SPANQA_INFER_PARITY_STRIDE", "20"))
-    examples = read_squad(heldout_json)[::stride]
-    return build_features(examples, resolve_tokenizer(standin_dir), FeatureSettings(max_seq_length=512))
+def standin_runs(heldout_infer_runs):
+    return heldout_infer_runs
 
 
 @pytest.fixture(scope="module")
-def torch_reference(heldout_features, standin_dir):
-    """PyTorch (transformers eager, fp32) logits of every feature; NaN at padding positions.
-
-    Features run in batches of similar length cut to their longest real length: the logits of
-    real tokens do not depend on how much padding follows (it is masked out), and this is ~3x
-    cheaper than running 512 positions.
-    """
-    import torch
-
-    from spanqa.checkpoint import load_checkpoint
-
-    model = load_checkpoint(standin_dir).model
-    f = heldout_features
-    lengths = f.lengths
-    order = np.argsort(lengths, kind="stable")
-    start = np.full(f.input_ids.shape, np.nan, np.float32)
-    end = np.full(f.input_ids.shape, np.nan, np.float32)
-    with torch.inference_mode():
-        for lo in range(0, len(f), 16):
-            rows = order[lo : lo + 16]
-            cut = int(lengths[rows].max())
-            out = model(
-                input_ids=torch.from_numpy(f.input_ids[rows, :cut]),
-                token_type_ids=torch.from_numpy(f.segment_ids[rows, :cut]),
-                attention_mask=torch.from_numpy(f.input_mask[rows, :cut]),
-            )
-            for i, row in enumerate(rows):
-                n = int(lengths[row])
-                start[row, :n] = out.start_logits[i, :n].numpy()
-                end[row, :n] = out.end_logits[i, :n].numpy()
-    return start, end
-
-
-@pytest.fixture(scope="module")
-def standin_runs(heldout_features, standin_package, tmp_path_factory):
-    """infer over the held-out features written at batch sizes 1 and 8 (one run each)."""
-    runs = {}
-    for bs in (1, 8):
-        root = tmp_path_factory.mktemp(f"heldout-bs{bs}")
-        feats = write(heldout_features, root / "features", bs)
-        summary = infer_folders(standin_package, feats, root / "out", InferSettings())
-        runs[bs] = (root / "out", summary)
-    return runs
+def torch_reference(heldout_torch_logits):
+    return heldout_torch_logits
 
 
 @pytest.mark.parametrize("bs", [1, 8])

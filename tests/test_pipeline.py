@@ -143,10 +143,11 @@ def test_run_offline_says_what_to_download(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# The stand-in on held-out questions: spanqa against a PyTorch run through the same
-# preprocessing and answer code, and length-aware against padded batching.
-# CI takes every SPANQA_HELDOUT_STRIDE-th question (default 10: ~520 questions from all 24
-# articles); SPANQA_HELDOUT_STRIDE=1 runs the whole held-out set (see the README's figures).
+# The stand-in on the held-out questions (shared fixtures in conftest.py: every question unless
+# SPANQA_HELDOUT_STRIDE says otherwise): 'spanqa run' against PyTorch through the same
+# preprocessing and answer code, and length-aware batching against the recipe's padded files.
+
+MODEL_README_F1 = 65.66  # ../shared/models/standin-minilm-squad/README.md, run_squad-style pipeline
 
 
 def every_kth_question(src, dest, k):
@@ -164,43 +165,36 @@ def every_kth_question(src, dest, k):
     return dest
 
 
-@pytest.fixture(scope="module")
-def heldout_sample(heldout_json, tmp_path_factory):
-    import os
+def _infer_outputs(out_dir, n, batch_size):
+    from spanqa.infer import read_outputs
 
-    k = int(os.environ.get("SPANQA_HELDOUT_STRIDE", "10"))
-    return every_kth_question(heldout_json, tmp_path_factory.mktemp("sample") / f"heldout-every-{k}.json", k)
+    parts = [read_outputs(out_dir, str(b), batch_size, 512) for b in range(-(-n // batch_size))]
+    return np.concatenate([p[0] for p in parts])[:n], np.concatenate([p[1] for p in parts])[:n]
 
 
-def torch_evaluation(standin_dir, dataset):
-    """The same features and answer code, logits from transformers' PyTorch model."""
-    import torch
-
+def test_run_f1_matches_pytorch_and_padding_changes_nothing(
+    standin_package, heldout_json, heldout_stride, heldout_features, heldout_torch_logits, heldout_infer_runs, tmp_path
+):
     from spanqa.answers import score
-    from spanqa.batching import LogitsCollector, gather, plan_batches
-    from spanqa.checkpoint import load_checkpoint
 
-    loaded = load_checkpoint(standin_dir)
-    features = build_features(read_squad(dataset), loaded.info.tokenizer)
-    collector = LogitsCollector(len(features), features.settings.max_seq_length)
-    with torch.no_grad():
-        for plan in plan_batches(features.lengths, max_seq_length=features.settings.max_seq_length):
-            ids, types, mask = (torch.from_numpy(a) for a in gather(features.input_ids, features.segment_ids, features.input_mask, plan))
-            out = loaded.model(input_ids=ids, token_type_ids=types, attention_mask=mask)
-            collector.add(plan, out.start_logits.numpy(), out.end_logits.numpy())
-    predictions = predict(features, collector.start, collector.end)[0]
-    return predictions, score(dataset, predictions)
+    dataset = heldout_json if heldout_stride == 1 else every_kth_question(heldout_json, tmp_path / "sample.json", heldout_stride)
+    report = run(dataset, standin_package, tmp_path / "res")
+    features = report.evaluation.features
+    assert np.array_equal(features.input_ids, heldout_features.input_ids)
 
-
-def test_run_f1_matches_pytorch_and_padding_changes_nothing(standin_dir, standin_package, heldout_sample, tmp_path):
-    report = run(heldout_sample, standin_package, tmp_path / "aware")
-    padded = run(heldout_sample, standin_package, tmp_path / "padded", RunSettings(batching=BatchingSettings(length_aware=False)))
-    torch_predictions, torch_scores = torch_evaluation(standin_dir, heldout_sample)
-    assert report.result["total"] == torch_scores["total"] > 0
+    # PyTorch's logits (NaN at padding, which answers never rank) through the same answer code.
+    torch_start, torch_end = (np.nan_to_num(a, nan=0.0) for a in heldout_torch_logits)
+    torch_predictions = predict(features, torch_start, torch_end)[0]
+    torch_scores = score(dataset, torch_predictions)
+    assert report.result["total"] == torch_scores["total"] == len(report.evaluation.predictions)
     assert abs(report.result["f1"] - torch_scores["f1"]) <= 0.05
-    # Length-aware batching answers exactly as the recipe's padding to 512 does.
-    assert report.evaluation.predictions == padded.evaluation.predictions
-    assert padded.summary["inference"]["padded_rows"] == 0
-    assert report.summary["real_tokens"] == padded.summary["real_tokens"]
-    disagreements = sum(torch_predictions[q] != a for q, a in report.evaluation.predictions.items())
-    assert disagreements <= 0.002 * len(torch_predictions)
+    if heldout_stride == 1:
+        assert report.result["total"] == 5173 and len(features) == 5248
+        assert abs(report.result["f1"] - MODEL_README_F1) <= 2.0
+
+    # The recipe's way, every feature padded to 512 and run by 'spanqa infer' at batch size 8,
+    # gives exactly the answers of length-aware batching.
+    padded_start, padded_end = _infer_outputs(heldout_infer_runs[8][0], len(features), 8)
+    assert predict(features, padded_start, padded_end)[0] == report.evaluation.predictions
+    assert report.summary["inference"]["padded_rows"] == 0
+    assert report.summary["real_tokens"] < 0.5 * 512 * len(features)
