@@ -163,14 +163,14 @@ def guard_check(
 # Model resolution and the one-step run
 
 
-def _checkpoint_key(checkpoint: Path, target: str, batch_size: int | None, seq_len: int | None) -> str:
+def _checkpoint_key(checkpoint: Path, target: str, *extra: object) -> str:
     from spanqa.checkpoint import inspect_checkpoint
 
     info = inspect_checkpoint(checkpoint)
     h = hashlib.sha256()
     h.update(info.weights_sha256.encode())
     h.update((checkpoint / "config.json").read_bytes())
-    h.update(f"{target}|{batch_size}|{seq_len}|{__version__}".encode())
+    h.update("|".join(map(str, (target, __version__, *extra))).encode())
     return h.hexdigest()[:16]
 
 
@@ -196,11 +196,13 @@ def resolve_model(
         return package, False
     if not (path.is_dir() and (path / "config.json").is_file()):
         raise SpanQAError(f"{path}: neither a model package, a .onnx file nor a checkpoint directory (config.json + weights)")
-    from spanqa.compile import CompileSettings, convert_checkpoint
+    from spanqa.compile import CompileSettings, convert_checkpoint, get_target
     from spanqa.download import cache_home
 
     cache = cache or (cache_home() / "packages")
-    out = cache / f"{path.name}-{target}-{_checkpoint_key(path, target, None, None)}"
+    uses_data = get_target(target).tolerance is None  # reduced precision: calibration and guard shape it
+    key = _checkpoint_key(path, target, *((calibration, guard, guard_questions) if uses_data else ()))
+    out = cache / f"{path.name}-{target}-{key}"
     if not (out / MANIFEST_NAME).is_file():
         settings = CompileSettings(
             target=target,

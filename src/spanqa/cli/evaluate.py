@@ -108,10 +108,13 @@ def print_run_table(report) -> None:
 @click.option("--max-answer-length", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--guard", type=click.Path(path_type=Path), default=None, help="Accuracy guard dataset when a reduced-precision target is built.")
 @click.option("--guard-questions", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--calibration", type=click.Path(path_type=Path), default=None,
+              help="SQuAD JSON calibrating a cpu-int8 conversion (default: the --guard set, else DATASET itself).")
 @click.option("--mirror", envvar="SPANQA_MIRROR", default=None, help="Base URL serving the default checkpoint and dataset (env SPANQA_MIRROR).")
 @quiet_option
 def run_cmd(dataset, model, result_dir, target, batch_size, threads, keep_files, no_length_aware, token_budget,
-            max_seq_length, doc_stride, max_query_length, n_best, max_answer_length, guard, guard_questions, mirror) -> None:
+            max_seq_length, doc_stride, max_query_length, n_best, max_answer_length, guard, guard_questions, calibration,
+            mirror) -> None:
     """Preprocess DATASET, run the model, extract answers and score them, in one step (the
     recipe's eval_acc_perf.sh). With no arguments: the official SpanBERT squad1 checkpoint on the
     official SQuAD v1.1 dev set, each fetched and cached on first use."""
@@ -125,7 +128,9 @@ def run_cmd(dataset, model, result_dir, target, batch_size, threads, keep_files,
         dataset = ensure_asset("squad-v1.1-dev", mirror=mirror)
     if model is None:
         model = ensure_asset("squad1", mirror=mirror)
-    package, converted = resolve_model(model, target, guard=guard, guard_questions=guard_questions, calibration=dataset if target == "cpu-int8" and guard is None else None)
+    package, converted = resolve_model(
+        model, target, guard=guard, guard_questions=guard_questions, calibration=calibration or guard or dataset
+    )
     if converted:
         click.echo(f"Converted {model} for {target} -> {package.root}", err=True)
     settings = RunSettings(
