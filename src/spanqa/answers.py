@@ -56,45 +56,22 @@ class AnswerSettings:
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=2)
-def _basic_pipeline(do_lower_case: bool):
-    from tokenizers import Regex, normalizers, pre_tokenizers
-
-    # BertNormalizer's own strip_accents drops every combining mark (Mn, Mc, Me); BERT's
-    # BasicTokenizer drops only Mn, so accents are stripped here by NFD + removing \p{Mn}.
-    # Lower-casing before NFD is the reference's order too.
-    bert = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=do_lower_case
-    )
-    if do_lower_case:
-        normalizer = normalizers.Sequence(
-            [bert, normalizers.NFD(), normalizers.Replace(Regex(r"\p{Mn}"), "")]
-        )
-    else:
-        normalizer = bert
-    clean = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
-    )
-    return normalizer, pre_tokenizers.BertPreTokenizer(), clean
-
-
 def basic_tokenize(text: str, do_lower_case: bool) -> list[str]:
-    """BERT's BasicTokenizer (as in SpanBERT's tokenization.py), built on HF ``tokenizers``.
+    """BERT's BasicTokenizer (as in SpanBERT's tokenization.py): the same Rust pipeline the
+    features are made with. Whitespace-separated words equal to a special token ("[CLS]", ...)
+    are kept whole and unchanged, as the reference's never_split does."""
+    from spanqa.tokenization import basic_tokenizer
 
-    Cleans control characters, isolates CJK characters, lower-cases and strips accents (Mn)
-    when uncased, and splits on whitespace and punctuation. Whitespace-separated words equal to
-    a special token ("[CLS]", ...) are kept whole and unchanged, as the reference's never_split.
-    """
-    normalizer, pre, clean = _basic_pipeline(bool(do_lower_case))
+    basic = basic_tokenizer(bool(do_lower_case))
     if "[" in text and any(tok in text for tok in _NEVER_SPLIT):
         out: list[str] = []
-        for word in clean.normalize_str(text).split():
+        for word in basic.clean(text).split():
             if word in _NEVER_SPLIT:
                 out.append(word)
             else:
-                out.extend(t for t, _ in pre.pre_tokenize_str(normalizer.normalize_str(word)))
+                out.extend(basic.tokenize(word))
         return out
-    return [t for t, _ in pre.pre_tokenize_str(normalizer.normalize_str(text))]
+    return basic.tokenize(text)
 
 
 @functools.lru_cache(maxsize=1 << 18)

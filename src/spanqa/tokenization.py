@@ -113,6 +113,72 @@ def read_vocab_tokens(vocab_path: Path) -> list[str]:
         return [line.rstrip("\n") for line in f]
 
 
+class BasicTokenizer:
+    """BERT's BasicTokenizer (cleaning, CJK, casing, punctuation splits) on the Rust library,
+    with character classes from this Python's ``unicodedata``. WordPiece runs on top of it;
+    answer extraction's final-text alignment uses it alone."""
+
+    def __init__(self, do_lower_case: bool):
+        from tokenizers import Regex, normalizers, pre_tokenizers
+
+        self.do_lower_case = bool(do_lower_case)
+        removed, alone, cjk, marks = _patterns()
+        # Up to (not including) lower-casing: BERT's _clean_text + _tokenize_chinese_chars.
+        cleaning = [
+            normalizers.Replace(Regex(removed), ""),
+            normalizers.BertNormalizer(
+                clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
+            ),
+        ]
+        casing = []
+        if self.do_lower_case:
+            # BERT lower-cases first, then NFD and drops Mn; BertNormalizer does it the other
+            # way round and with an older Mn table.
+            casing = [
+                normalizers.Lowercase(),
+                normalizers.NFD(),
+                normalizers.Replace(Regex(marks), ""),
+            ]
+        self.cleaner = normalizers.Sequence(cleaning)
+        self.normalizer = normalizers.Sequence(cleaning + casing)
+        self.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(alone), behavior="isolated")]
+        )
+        # Python's str.lower() is context-sensitive in one place: a capital sigma that ends a
+        # word becomes final sigma. Rust lower-cases char by char. Texts with a capital sigma
+        # (rare) are cut into BERT's whitespace tokens and lower-cased by Python first.
+        self.segmenter = None
+        if self.do_lower_case:
+            seg_pre = pre_tokenizers.Sequence(
+                [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(cjk), behavior="isolated")]
+            )
+            self.segmenter = (self.cleaner, seg_pre)
+
+    def python_lowered(self, text: str) -> list[str]:
+        norm, pre = self.segmenter
+        return [piece.lower() for piece, _ in pre.pre_tokenize_str(norm.normalize_str(text))]
+
+    def clean(self, text: str) -> str:
+        """BERT's _clean_text + _tokenize_chinese_chars: what whitespace splitting sees."""
+        text = _SURROGATES.sub("", text) if _SURROGATES.search(text) else text
+        return self.cleaner.normalize_str(text)
+
+    def _split(self, text: str) -> list[str]:
+        return [t for t, _ in self.pre_tokenizer.pre_tokenize_str(self.normalizer.normalize_str(text))]
+
+    def tokenize(self, text: str) -> list[str]:
+        """BasicTokenizer(do_lower_case).tokenize(text)."""
+        text = _SURROGATES.sub("", text) if _SURROGATES.search(text) else text
+        if self.segmenter is not None and "\u03a3" in text:
+            return [t for piece in self.python_lowered(text) for t in self._split(piece)]
+        return self._split(text)
+
+
+@functools.lru_cache(maxsize=2)
+def basic_tokenizer(do_lower_case: bool) -> BasicTokenizer:
+    return BasicTokenizer(bool(do_lower_case))
+
+
 class WordPiece:
     """BERT's reference tokenizer, run by the Rust ``tokenizers`` library.
 
@@ -143,49 +209,19 @@ class WordPiece:
             )
         self.vocab = vocab
         self.do_lower_case = bool(settings.do_lower_case)
-        removed, alone, cjk, marks = _patterns()
-
-        # Up to (not including) lower-casing: BERT's _clean_text + _tokenize_chinese_chars.
-        cleaning = [
-            normalizers.Replace(Regex(removed), ""),
-            normalizers.BertNormalizer(
-                clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
-            ),
-        ]
-        casing = []
-        if self.do_lower_case:
-            # BERT lower-cases first, then NFD and drops Mn; BertNormalizer does it the other
-            # way round and with an older Mn table.
-            casing = [
-                normalizers.Lowercase(),
-                normalizers.NFD(),
-                normalizers.Replace(Regex(marks), ""),
-            ]
+        self.basic = basic_tokenizer(self.do_lower_case)
         tok = Tokenizer(
             models.WordPiece(vocab, unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD)
         )
-        tok.normalizer = normalizers.Sequence(cleaning + casing)
-        tok.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(alone), behavior="isolated")]
-        )
+        tok.normalizer = self.basic.normalizer
+        tok.pre_tokenizer = self.basic.pre_tokenizer
         self.tokenizer = tok
         self.cls_id = vocab[CLS]
         self.sep_id = vocab[SEP]
-
-        # Python's str.lower() is context-sensitive in one place: a capital sigma that ends a
-        # word becomes final sigma. Rust lower-cases char by char. Texts with a capital sigma
-        # (rare) are cut into BERT's whitespace tokens, lower-cased by Python, then encoded.
-        self._segmenter = None
-        if self.do_lower_case:
-            seg_norm = normalizers.Sequence(cleaning)
-            seg_pre = pre_tokenizers.Sequence(
-                [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(cjk), behavior="isolated")]
-            )
-            self._segmenter = (seg_norm, seg_pre)
+        self._segmenter = self.basic.segmenter
 
     def _python_lowered(self, text: str) -> list[str]:
-        norm, pre = self._segmenter
-        return [piece.lower() for piece, _ in pre.pre_tokenize_str(norm.normalize_str(text))]
+        return self.basic.python_lowered(text)
 
     def encode_vocabulary(self, words: Iterable[str], chunk: int = 2048, on_chunk=None) -> "WordTable":
         """Word pieces of each distinct word, each word tokenised on its own.
