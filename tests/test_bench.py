@@ -208,6 +208,7 @@ def test_dataset_mode_end_to_end(standin_package, heldout_json):
     r = invoke(
         "--model", standin_package, "--dataset", heldout_json, "--questions", "10",
         "--batch-sizes", "1,4", "--seq-len", "384", "--warmup", "1", "--repeat", "1", "--json",
+        "--token-budget", "4096",  # room for 4 rows: the batch size, not the budget, caps them
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)

@@ -17,7 +17,10 @@ import numpy as np
 
 @dataclass(frozen=True)
 class BatchingSettings:
-    token_budget: int = 4096  # max rows x padded length per batch
+    # max rows x padded length per batch. Measured on 2 cores (dataset mode, 1,024 vs 4,096):
+    # +8-12% fp32 and +0-5% int8 on both the stand-in and SpanBERT-base: small batches keep the
+    # activations in cache and carry less padding.
+    token_budget: int = 1024
     max_batch_size: int = 64
     multiple: int = 8  # pad lengths up to a multiple of this
     length_aware: bool = True

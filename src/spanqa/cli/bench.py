@@ -56,7 +56,7 @@ def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     "--token-budget",
     type=click.IntRange(min=1),
     default=None,
-    help="Dataset mode: max rows x padded length per batch [default: spanqa run's, 4096]; the batch size caps rows under it.",
+    help="Dataset mode: max rows x padded length per batch [default: spanqa run's, 1024]; the batch size caps rows under it.",
 )
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Untimed runs per cell before timing.")
 @click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs per cell (dataset mode: timed passes).")

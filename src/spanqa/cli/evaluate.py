@@ -100,7 +100,7 @@ def print_run_table(report) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads (default: all cores).")
 @click.option("--keep-files", is_flag=True, help="Also keep the features and output .bin files (recipe layout) in RESULT_DIR.")
 @click.option("--no-length-aware", is_flag=True, help="Pad every feature to --max-seq-length, as the recipe does.")
-@click.option("--token-budget", type=click.IntRange(min=64), default=4096, show_default=True, help="Max rows x length per batch.")
+@click.option("--token-budget", type=click.IntRange(min=64), default=1024, show_default=True, help="Max rows x length per batch.")
 @click.option("--max-seq-length", type=click.IntRange(min=16), default=512, show_default=True)
 @click.option("--doc-stride", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--max-query-length", type=click.IntRange(min=1), default=64, show_default=True)
