@@ -198,3 +198,15 @@ def test_run_f1_matches_pytorch_and_padding_changes_nothing(
     assert predict(features, padded_start, padded_end)[0] == report.evaluation.predictions
     assert report.summary["inference"]["padded_rows"] == 0
     assert report.summary["real_tokens"] < 0.5 * 512 * len(features)
+
+
+def test_onnx_with_a_target_is_compiled_into_cache(tiny_package, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPANQA_HOME", str(tmp_path / "home"))
+    exported = tiny_package / "exported.onnx"
+    as_is, built = resolve_model(exported)
+    assert not built and as_is.model_path == exported
+    package, built = resolve_model(exported, "cpu-int8-ort")
+    assert built and package.target == "cpu-int8-ort" and package.root.parent == tmp_path / "home" / "packages"
+    assert resolve_model(exported, "cpu-int8-ort") == (package, False)
+    with pytest.raises(SpanQAError, match=r"a cpu-fp32 model package; for --target cpu-bf16 pass the checkpoint or its exported .onnx"):
+        resolve_model(tiny_package, "cpu-bf16")

@@ -163,13 +163,9 @@ def guard_check(
 # Model resolution and the one-step run
 
 
-def _checkpoint_key(checkpoint: Path, target: str, *extra: object) -> str:
-    from spanqa.checkpoint import inspect_checkpoint
-
-    info = inspect_checkpoint(checkpoint)
+def _cache_key(source_sha256: str, target: str, *extra: object) -> str:
     h = hashlib.sha256()
-    h.update(info.weights_sha256.encode())
-    h.update((checkpoint / "config.json").read_bytes())
+    h.update(source_sha256.encode())
     h.update("|".join(map(str, (target, __version__, *extra))).encode())
     return h.hexdigest()[:16]
 
@@ -183,36 +179,54 @@ def resolve_model(
     guard_questions: int = DEFAULT_GUARD_QUESTIONS,
     calibration: str | Path | None = None,
 ):
-    """A model package for ``model``: itself when it is a package or .onnx, else (a checkpoint
-    directory) converted for ``target`` once into a cache keyed by checkpoint hash and target.
-    Returns (ModelPackage, converted: bool)."""
+    """A model package for ``model`` and ``target``.
+
+    A model package is used as it is (its own target). A checkpoint directory, or a ``.onnx``
+    with a target other than cpu-fp32, is built for ``target`` once into a cache keyed by the
+    source's hash, the target and (for reduced precision) the calibration and guard settings.
+    A ``.onnx`` with the default target runs as it is. Returns (ModelPackage, built: bool).
+    """
     from spanqa.package import MANIFEST_NAME, open_package
 
     path = Path(model)
-    if (path.is_dir() and (path / MANIFEST_NAME).is_file()) or path.suffix == ".onnx":
+    is_package = path.is_dir() and (path / MANIFEST_NAME).is_file()
+    if is_package or (path.suffix == ".onnx" and path.is_file() and target == "cpu-fp32"):
         package = open_package(path)
-        if target not in (package.target, "cpu-fp32") and package.target != "onnx":
-            raise SpanQAError(f"{path}: a {package.target} model package; --target {target} needs a checkpoint or ONNX model to build from")
+        if is_package and target not in (package.target, "cpu-fp32"):
+            raise SpanQAError(
+                f"{path}: a {package.target} model package; for --target {target} pass the checkpoint "
+                f"or its exported .onnx ({path / 'exported.onnx'} when 'spanqa convert' made it)"
+            )
         return package, False
-    if not (path.is_dir() and (path / "config.json").is_file()):
+    is_onnx = path.suffix == ".onnx" and path.is_file()
+    if not is_onnx and not (path.is_dir() and (path / "config.json").is_file()):
         raise SpanQAError(f"{path}: neither a model package, a .onnx file nor a checkpoint directory (config.json + weights)")
-    from spanqa.compile import CompileSettings, convert_checkpoint, get_target
+    from spanqa.compile import CompileSettings, compile_model, convert_checkpoint, get_target
     from spanqa.download import cache_home
+    from spanqa.fileutil import sha256_file
 
-    cache = cache or (cache_home() / "packages")
+    if is_onnx:
+        source_sha = sha256_file(path)
+    else:
+        from spanqa.checkpoint import inspect_checkpoint
+
+        source_sha = inspect_checkpoint(path).weights_sha256 + sha256_file(path / "config.json")
     uses_data = get_target(target).tolerance is None  # reduced precision: calibration and guard shape it
-    key = _checkpoint_key(path, target, *((calibration, guard, guard_questions) if uses_data else ()))
-    out = cache / f"{path.name}-{target}-{key}"
-    if not (out / MANIFEST_NAME).is_file():
-        settings = CompileSettings(
-            target=target,
-            calibration=str(calibration or guard) if (calibration or guard) else None,
-            guard=str(guard) if guard else None,
-            guard_questions=guard_questions,
-        )
+    key = _cache_key(source_sha, target, *((calibration, guard, guard_questions) if uses_data else ()))
+    out = (cache or (cache_home() / "packages")) / f"{path.stem if is_onnx else path.name}-{target}-{key}"
+    if (out / MANIFEST_NAME).is_file():
+        return open_package(out), False
+    settings = CompileSettings(
+        target=target,
+        calibration=str(calibration or guard) if (calibration or guard) else None,
+        guard=str(guard) if guard else None,
+        guard_questions=guard_questions,
+    )
+    if is_onnx:
+        compile_model(path, out, settings)
+    else:
         convert_checkpoint(path, out, settings)
-        return open_package(out), True
-    return open_package(out), False
+    return open_package(out), True
 
 
 @dataclass
