@@ -1,5 +1,4 @@
 import http.server
-import io
 import json
 import tarfile
 import threading

@@ -44,7 +44,6 @@ def test_reduced_precision_passes_guard(target, standin_package, guard_set, tmp_
     assert start.shape == (2, 24) and start.dtype == np.float32
     if target == "cpu-int8":
         assert manifest["calibration"]["features"] == 64
-        # Calibration skipped the questions the guard scores.
         model_xml = (out / "model.xml").read_text()
         assert "FakeQuantize" in model_xml or "FakeConvert" in model_xml
     if target == "cpu-bf16":
@@ -58,8 +57,9 @@ def test_ort_dynamic_int8_builds(standin_package, tmp_path):
     assert manifest["precision"] == "int8" and manifest["fusions"]["Attention"] == 6
     ops = {n.op_type for n in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node}
     assert {"MatMulInteger", "DynamicQuantizeLinear"} & ops
-    start, end = open_runtime(tmp_path / "q").run(*(np.full((2, 24), 1037, dtype=np.int64),) * 1, np.zeros((2, 24), np.int64), np.ones((2, 24), np.int64))
-    assert start.shape == (2, 24)
+    ids = np.full((2, 24), 1037, dtype=np.int64)
+    start, end = open_runtime(tmp_path / "q").run(ids, np.zeros_like(ids), np.ones_like(ids))
+    assert start.shape == end.shape == (2, 24)
 
 
 def _build_broken(ctx):

@@ -103,8 +103,9 @@ def _ort_optimizer():
     return optimizer
 
 
-def fuse_bert(source: Path, model_info: dict):
-    """ONNX Runtime's transformer optimizer with BERT fusions; returns (OnnxModel, counts)."""
+def fuse_bert(source: Path, model_info: dict, use_gpu: bool = False):
+    """ONNX Runtime's transformer optimizer with BERT fusions (the GPU set with ``use_gpu``);
+    returns (OnnxModel, counts)."""
     optimizer = _ort_optimizer()
     import logging
 
@@ -116,6 +117,7 @@ def fuse_bert(source: Path, model_info: dict):
             num_heads=int(model_info.get("num_heads", 0)),
             hidden_size=int(model_info.get("hidden_size", 0)),
             opt_level=0,  # graph fusions in Python only; the session applies its own at load
+            use_gpu=use_gpu,
         )
     except Exception as exc:
         raise CompileError(f"{source}: ONNX Runtime's optimizer failed ({str(exc).splitlines()[0]})") from None
@@ -297,19 +299,7 @@ register_target(
 
 
 def _build_gpu_fp16(ctx: BuildContext) -> None:
-    optimizer = _ort_optimizer()
-    import logging
-
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
-    optimized = optimizer.optimize_model(
-        str(ctx.source),
-        model_type="bert",
-        num_heads=int(ctx.model_info.get("num_heads", 0)),
-        hidden_size=int(ctx.model_info.get("hidden_size", 0)),
-        opt_level=0,
-        use_gpu=True,
-    )
-    counts = {op: int(optimized.get_fused_operator_statistics().get(op, 0)) for op in FUSION_OPS}
+    optimized, counts = fuse_bert(ctx.source, ctx.model_info, use_gpu=True)
     # fp16 inside, int64 ids in and fp32 logits out, so callers see the same interface.
     optimized.convert_float_to_float16(keep_io_types=True)
     fix_shapes(optimized.model, ctx.settings.batch_size, ctx.settings.seq_len)

@@ -31,6 +31,10 @@ class DatasetError(SpanQAError):
     """A SQuAD file is not readable JSON or not SQuAD-shaped."""
 
 
+class PackageError(SpanQAError):
+    """A model package directory (or bare .onnx) is missing, incomplete or unreadable."""
+
+
 class FeaturesError(SpanQAError):
     """A features directory is incomplete or inconsistent."""
 

@@ -9,7 +9,6 @@ separate code path, so a wrong graph cannot pass by agreeing with itself.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

@@ -17,16 +17,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from spanqa.errors import SpanQAError
+from spanqa.errors import PackageError
 from spanqa.vocab import TokenizerSettings, resolve_tokenizer
 
 MANIFEST_NAME = "manifest.json"
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
 OUTPUT_NAMES = ("start_logits", "end_logits")
-
-
-class PackageError(SpanQAError):
-    pass
 
 
 @dataclass(frozen=True)

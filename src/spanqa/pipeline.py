@@ -90,7 +90,6 @@ def evaluate_runtime(
     examples: list[Example],
     tokenizer,
     settings: RunSettings = RunSettings(),
-    dataset_for_scoring: Any = None,
 ) -> Evaluation:
     """Answer and score ``examples`` with a loaded runtime, everything in memory."""
     from spanqa.answers import predict, score
@@ -103,13 +102,14 @@ def evaluate_runtime(
     t2 = time.perf_counter()
     predictions, nbest = predict(features, start, end, settings.answers)
     t3 = time.perf_counter()
-    scores = score(dataset_for_scoring if dataset_for_scoring is not None else _as_dataset(examples), predictions)
+    scores = score(_as_dataset(examples), predictions)
     timings = {"preprocess_s": t1 - t0, "inference_s": t2 - t1, "answers_s": t3 - t2, "score_s": time.perf_counter() - t3}
     return Evaluation(predictions, nbest, scores, features, start, end, stats, timings)
 
 
 def _as_dataset(examples: list[Example]) -> list[dict]:
-    """A minimal SQuAD article list holding these examples' gold answers, for scoring subsets."""
+    """A minimal SQuAD article list holding these examples' gold answers: what the official
+    scoring reads, without reading the dataset file again."""
     qas = [{"id": e.qas_id, "answers": [{"text": t} for t in e.answers]} for e in examples]
     return [{"title": "subset", "paragraphs": [{"context": "", "qas": qas}]}]
 
@@ -247,7 +247,7 @@ def run(
 ) -> RunReport:
     """preprocess -> infer -> evaluate -> report, writing predictions.json,
     nbest_predictions.json, result.json and summary.json (the inference summary) atomically."""
-    from spanqa.answers import read_dataset, write_results
+    from spanqa.answers import write_results
     from spanqa.fileutil import sha256_file
     from spanqa.infer import cpu_info
     from spanqa.package import open_package
@@ -260,10 +260,9 @@ def run(
     runtime = open_runtime(package, RuntimeOptions(threads=threads))
     load_s = time.perf_counter() - t_load
     t_read = time.perf_counter()
-    examples = read_squad(dataset)
-    dataset_json = read_dataset(dataset)
+    examples = read_squad(dataset)  # carries every gold answer: scoring needs no second read
     read_s = time.perf_counter() - t_read
-    evaluation = evaluate_runtime(runtime, examples, package.tokenizer, settings, dataset_for_scoring=dataset_json)
+    evaluation = evaluate_runtime(runtime, examples, package.tokenizer, settings)
     evaluation.timings["read_s"] = read_s
     evaluation.timings["load_s"] = load_s
     stats = evaluation.stats.to_json()

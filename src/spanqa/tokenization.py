@@ -189,7 +189,7 @@ class WordPiece:
     """
 
     def __init__(self, settings: TokenizerSettings):
-        from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+        from tokenizers import Tokenizer, models
 
         self.settings = settings
         path = Path(settings.vocab_path)
