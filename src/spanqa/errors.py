@@ -3,12 +3,37 @@
 from __future__ import annotations
 
 
+# Exit codes the CLI uses (documented in docs/reliability.md).
+EXIT_FAILURE = 1  # the work failed (a model below the guard, a runtime that failed, ...)
+EXIT_USAGE = 2  # bad options or arguments (click uses 2 as well)
+EXIT_DATA = 3  # bad input data: a dataset, features, checkpoint or package that is not right
+EXIT_OUTPUT = 4  # an output that cannot be written, or that would overwrite what spanqa did not write
+EXIT_INTERNAL = 70  # a bug in spanqa (EX_SOFTWARE): the message says how to see the traceback
+EXIT_INTERRUPTED = 130
+
+
 class SpanQAError(Exception):
     """Base of every error spanqa reports to a user. The message is one line: what and the fix."""
+
+    exit_code = EXIT_FAILURE
+
+
+class UsageError(SpanQAError):
+    """An option or argument value that cannot work (checked before any work starts)."""
+
+    exit_code = EXIT_USAGE
+
+
+class OutputError(SpanQAError):
+    """An output path that cannot be written, or that holds files spanqa did not write."""
+
+    exit_code = EXIT_OUTPUT
 
 
 class CheckpointError(SpanQAError):
     """A checkpoint directory is missing files, unreadable, unsafe or does not fit its config."""
+
+    exit_code = EXIT_DATA
 
 
 class ExportError(SpanQAError):
@@ -30,13 +55,19 @@ class GuardError(SpanQAError):
 class DatasetError(SpanQAError):
     """A SQuAD file is not readable JSON or not SQuAD-shaped."""
 
+    exit_code = EXIT_DATA
+
 
 class PackageError(SpanQAError):
     """A model package directory (or bare .onnx) is missing, incomplete or unreadable."""
 
+    exit_code = EXIT_DATA
+
 
 class FeaturesError(SpanQAError):
     """A features directory is incomplete or inconsistent."""
+
+    exit_code = EXIT_DATA
 
 
 class InferenceError(SpanQAError):

@@ -1,0 +1,354 @@
+"""``Engine``: a loaded model answering questions, the one path from strings to answers."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from spanqa.engine.batching import LogitsCollector, gather, plan_batches
+from spanqa.errors import InferenceError, UsageError
+from spanqa.settings import EngineSettings, FeatureSettings
+
+_WORD = re.compile("[^ \t\r\n\u202f]+")  # run_squad.py's words (see data.squad.split_context)
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question about one passage. ``id`` names it in results (default: its position)."""
+
+    question: str
+    context: str
+    id: str = ""
+    answers: tuple[str, ...] = ()  # gold answers, when known (scoring only)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer span. ``context[start:end] == text``; ``score`` is its probability among the
+    n-best (softmax over start+end logits, as run_squad computes it). A question with no span
+    that fits gets ``text == ""`` and ``start == end == 0``."""
+
+    id: str
+    text: str
+    score: float
+    start: int
+    end: int
+    start_logit: float
+    end_logit: float
+
+    def to_json(self) -> dict:
+        return {"answer": self.text, "score": self.score, "start": self.start, "end": self.end}
+
+
+@dataclass
+class Prediction:
+    """Answers to a list of examples, with everything that produced them."""
+
+    predictions: dict[str, str]  # question id -> answer text (run_squad's text: predictions.json)
+    nbest: dict[str, list[dict]]  # question id -> n-best candidates, best first
+    features: Any  # spanqa.data.features.Features
+    start_logits: np.ndarray  # float32 [features, width]; -inf where the model computed nothing
+    end_logits: np.ndarray
+    stats: Any  # spanqa.runtimes.stats.InferenceStats
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    @property
+    def questions_per_s(self) -> float:
+        busy = sum(self.timings.get(k, 0.0) for k in ("preprocess_s", "inference_s", "answers_s"))
+        return len(self.features.examples) / busy if busy else float("nan")
+
+
+@dataclass
+class Evaluation(Prediction):
+    scores: dict[str, Any] = field(default_factory=dict)  # exact_match, f1, total, unanswered
+
+
+def examples_from_questions(questions: Iterable[Question | tuple[str, str] | dict], start: int = 0) -> list:
+    """Examples (with their context and word offsets) for question/context pairs."""
+    from spanqa.data.squad import Example
+
+    out = []
+    contexts: dict[str, tuple[list[str], list[int]]] = {}
+    for i, item in enumerate(questions, start):
+        q = _as_question(item, i)
+        words = contexts.get(q.context)
+        if words is None:
+            matches = list(_WORD.finditer(q.context))
+            words = contexts[q.context] = ([m.group() for m in matches], [m.start() for m in matches])
+        out.append(
+            Example(
+                qas_id=q.id or str(i),
+                question_text=q.question,
+                doc_tokens=words[0],
+                answers=list(q.answers),
+                context=q.context,
+                word_starts=words[1],
+            )
+        )
+    return out
+
+
+def _as_question(item, index: int) -> Question:
+    if isinstance(item, Question):
+        return item
+    if isinstance(item, dict):
+        try:
+            return Question(item["question"], item["context"], str(item.get("id", "") or ""), tuple(item.get("answers", ())))
+        except KeyError as exc:
+            raise UsageError(f"question {index}: missing {exc.args[0]!r}; give 'question' and 'context'") from None
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return Question(item[0], item[1])
+    raise UsageError(f"question {index}: expected a Question, a (question, context) pair or a dict, got {type(item).__name__}")
+
+
+class Engine:
+    """A loaded model answering questions. Build it with ``Engine.load`` (a package, a .onnx,
+    or a checkpoint and a target) or from an open package; close it (or use ``with``) to free
+    the runtime."""
+
+    def __init__(self, package, *, threads: int | None = None, settings: EngineSettings = EngineSettings(), runtime=None):
+        from spanqa.runtimes import RuntimeOptions, open_runtime
+        from spanqa.sysinfo import default_threads
+
+        self.package = package
+        self.threads = threads or default_threads()
+        self.runtime = runtime if runtime is not None else open_runtime(package, RuntimeOptions(threads=self.threads))
+        self.settings = replace(settings, features=self._fit_features(settings.features))
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        target: str | None = None,
+        *,
+        threads: int | None = None,
+        settings: EngineSettings = EngineSettings(),
+        **resolve: Any,
+    ) -> "Engine":
+        """Load ``model``: a model package as it is, or a checkpoint / .onnx built for ``target``
+        (once, into the package cache; ``resolve`` passes guard and calibration settings)."""
+        from spanqa.engine.resolve import resolve_model
+
+        package, _ = resolve_model(model, target, **resolve)
+        return cls(package, threads=threads, settings=settings)
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        close = getattr(self.runtime, "close", None)
+        if callable(close):
+            close()
+
+    # ----------------------------------------------------------------------------------------
+    # Settings that fit the model
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.package.manifest.get("shapes", {}).get("max_positions") or 512)
+
+    def _fit_features(self, features: FeatureSettings | None) -> FeatureSettings:
+        """Feature settings the model can run: a fixed-shape model's own length when none was
+        asked for; a one-line error when the asked length cannot run on it."""
+        fixed = self.runtime.seq_len
+        if features is None:
+            return FeatureSettings(max_seq_length=fixed or min(512, self.max_positions))
+        length = features.max_seq_length
+        if fixed is not None and length > fixed:
+            raise UsageError(
+                f"--max-seq-length {length}: {self.package.root} was compiled for {fixed}-token inputs; "
+                f"use --max-seq-length {fixed} (or less), or compile the model with --seq-len {length}"
+            )
+        if length > self.max_positions:
+            raise UsageError(
+                f"--max-seq-length {length}: the model has only {self.max_positions} positions; use at most {self.max_positions}"
+            )
+        return features
+
+    @property
+    def tokenizer(self):
+        return self.package.tokenizer
+
+    # ----------------------------------------------------------------------------------------
+    # The stages
+
+    def features(self, examples: Sequence) -> Any:
+        from spanqa.data.features import build_features
+
+        return build_features(examples, self.tokenizer, self.settings.features)
+
+    def plan(self, features) -> list:
+        return plan_batches(
+            features.lengths,
+            self.settings.batching,
+            max_seq_length=features.settings.max_seq_length,
+            fixed_batch=self.runtime.batch_size,
+            fixed_seq=self.runtime.seq_len,
+            batch_size=self.settings.batch_size,
+        )
+
+    def logits(self, features, desc: str = "infer", warmup: int | None = None):
+        """Start/end logits [features, max_seq_length] and the timing statistics. Positions the
+        model did not compute (past a batch's padded length) hold -inf."""
+        from spanqa.runtimes.loop import Batch, run_batches
+
+        width = features.settings.max_seq_length
+        if self.runtime.seq_len is not None and width > self.runtime.seq_len:
+            raise InferenceError(
+                f"features are {width} tokens long but the model takes {self.runtime.seq_len}; "
+                f"rebuild them with --max-seq-length {self.runtime.seq_len}"
+            )
+        batches = self.plan(features)
+        collector = LogitsCollector(len(features), width)
+        by_key = {}
+
+        def items():
+            for i, plan in enumerate(batches):
+                by_key[str(i)] = plan
+                yield Batch(str(i), *gather(features.input_ids, features.segment_ids, features.input_mask, plan))
+
+        def sink(batch, start, end):
+            collector.add(by_key.pop(batch.key), start, end)
+
+        warm = self.settings.warmup if warmup is None else warmup
+        stats = run_batches(self.runtime, items(), warmup=warm, on_output=sink, total=len(batches), desc=desc)
+        return collector.start, collector.end, stats
+
+    def predict(self, examples: Sequence, desc: str = "infer", spans: bool = False) -> Prediction:
+        """Answers to parsed examples (all in memory; ``stream`` bounds memory)."""
+        from spanqa.answers.extraction import predict
+
+        t0 = time.perf_counter()
+        features = self.features(examples)
+        t1 = time.perf_counter()
+        start, end, stats = self.logits(features, desc=desc)
+        t2 = time.perf_counter()
+        predictions, nbest = predict(features, start, end, self.settings.answers, spans=spans)
+        t3 = time.perf_counter()
+        timings = {"preprocess_s": t1 - t0, "inference_s": t2 - t1, "answers_s": t3 - t2}
+        return Prediction(predictions, nbest, features, start, end, stats, timings)
+
+    def evaluate(self, examples: Sequence, desc: str = "infer") -> Evaluation:
+        """``predict`` plus the official SQuAD scores against the examples' gold answers."""
+        from spanqa.answers.scoring import score
+
+        p = self.predict(examples, desc=desc)
+        t0 = time.perf_counter()
+        scores = score(examples, p.predictions)
+        p.timings["score_s"] = time.perf_counter() - t0
+        return Evaluation(**vars(p), scores=scores)
+
+    # ----------------------------------------------------------------------------------------
+    # Strings in, answers out
+
+    def answer(self, question: str, context: str, top_k: int = 1) -> Answer | list[Answer]:
+        """The best answer (``top_k=1``) or the ``top_k`` best, as Hugging Face's pipeline does."""
+        result = self.answer_many([Question(question, context, "0")], top_k=top_k)[0]
+        return result[0] if top_k == 1 else result
+
+    def answer_many(self, questions: Iterable, top_k: int = 1) -> list[list[Answer]]:
+        """The ``top_k`` best answers of each question (Question, (question, context) or dict),
+        with length-aware batching across all of them."""
+        _check_questions(questions := list(questions))
+        examples = examples_from_questions(questions)
+        return self._answers(examples, top_k, desc="answer")
+
+    def stream(self, questions: Iterable, top_k: int = 1, chunk: int | None = None) -> Iterator[list[tuple[Any, list[Answer]]]]:
+        """Answers for any number of questions with bounded memory: questions are taken
+        ``chunk`` at a time (features, logits and answers of one chunk at a time) and each
+        chunk yields ``[(example, answers), ...]`` in input order."""
+        size = chunk or self.settings.stream_questions
+        buffer: list = []
+        index = 0
+        for item in questions:
+            buffer.append(item)
+            if len(buffer) >= size:
+                yield self._chunk(buffer, index, top_k)
+                index += len(buffer)
+                buffer = []
+        if buffer:
+            yield self._chunk(buffer, index, top_k)
+
+    def _chunk(self, items: list, index: int, top_k: int):
+        from spanqa.data.squad import Example
+
+        if all(isinstance(x, Example) for x in items):
+            examples = items
+        else:
+            _check_questions(items, index)
+            examples = examples_from_questions(items, start=index)
+        return list(zip(examples, self._answers(examples, top_k, desc="answer")))
+
+    def _answers(self, examples: list, top_k: int, desc: str) -> list[list[Answer]]:
+        if top_k < 1:
+            raise UsageError(f"top_k {top_k}: must be at least 1")
+        if not examples:
+            return []
+        settings = self.settings.answers
+        if settings.n_best_size < top_k:
+            settings = replace(settings, n_best_size=top_k)
+        engine = self if settings is self.settings.answers else _with_answers(self, settings)
+        p = engine.predict(examples, desc=desc, spans=True)
+        return [[_answer(ex, cand) for cand in p.nbest[ex.qas_id][:top_k]] for ex in examples]
+
+    def info(self) -> dict:
+        from spanqa.runtimes import runtime_info
+
+        return {
+            "model": str(self.package.root),
+            "target": self.package.target,
+            "precision": self.package.manifest.get("precision", "fp32"),
+            "runtime": runtime_info(self.runtime),
+            "threads": self.threads,
+            "max_seq_length": self.settings.features.max_seq_length,
+        }
+
+
+def _with_answers(engine: Engine, answers) -> Engine:
+    clone = object.__new__(Engine)
+    clone.__dict__.update(engine.__dict__)
+    clone.settings = replace(engine.settings, answers=answers)
+    return clone
+
+
+def _check_questions(items: list, start: int = 0) -> None:
+    for i, item in enumerate(items, start):
+        q = _as_question(item, i)
+        for name, value in (("question", q.question), ("context", q.context)):
+            if not isinstance(value, str):
+                raise UsageError(f"question {q.id or i}: '{name}' must be a string, got {type(value).__name__}")
+            if not value.strip():
+                raise UsageError(f"question {q.id or i}: '{name}' is empty")
+
+
+def _answer(example, cand: dict) -> Answer:
+    """An Answer whose offsets slice the example's context to its text."""
+    start = end = 0
+    text = cand["text"]
+    words = cand.get("orig_words")
+    if words is not None and example.context is not None and example.word_starts is not None:
+        first, last = words
+        lo, hi = cand["orig_chars"]  # within " ".join(doc_tokens[first:last + 1])
+        start = _context_offset(example, first, last, lo)
+        end = _context_offset(example, first, last, hi - 1) + 1
+        text = example.context[start:end]
+    return Answer(example.qas_id, text, float(cand["probability"]), start, end, float(cand["start_logit"]), float(cand["end_logit"]))
+
+
+def _context_offset(example, first: int, last: int, pos: int) -> int:
+    """The context offset of character ``pos`` of the words first..last joined by single spaces."""
+    for k in range(first, last + 1):
+        n = len(example.doc_tokens[k])
+        if pos < n:
+            return example.word_starts[k] + pos
+        pos -= n + 1  # the word and the space after it
+    last_word = example.doc_tokens[last]
+    return example.word_starts[last] + len(last_word) - 1

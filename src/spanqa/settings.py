@@ -1,0 +1,178 @@
+"""Every settings dataclass, and so every default the CLI shows.
+
+Stages take these frozen dataclasses; the CLI reads its option defaults from them (``default``)
+instead of repeating numbers, and artifacts save them as JSON beside themselves. This module
+imports nothing heavy, so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from spanqa.errors import FeaturesError, UsageError
+
+# The shortest window in which a question of max_query_length pieces leaves room for context:
+# [CLS] + question + [SEP] + at least one context piece + [SEP].
+MIN_CONTEXT_PIECES = 1
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """run_squad.py's windowing (SpanBERT's defaults for SQuAD 1.1)."""
+
+    max_seq_length: int = 512
+    doc_stride: int = 128
+    max_query_length: int = 64
+    do_lower_case: bool = False
+
+    def check(self) -> None:
+        """Refuse settings under which run_squad.py's window would never advance."""
+        if self.doc_stride < 1:
+            raise FeaturesError(f"doc_stride={self.doc_stride}: must be at least 1")
+        if self.max_query_length < 0:
+            raise FeaturesError(f"max_query_length={self.max_query_length}: must be 0 or more")
+        if self.max_seq_length < self.min_seq_length:
+            raise FeaturesError(
+                f"max_seq_length={self.max_seq_length} leaves no room for the context after "
+                f"[CLS] + {self.max_query_length} question tokens + 2 [SEP]; use at least "
+                f"{self.min_seq_length} or a smaller max_query_length"
+            )
+
+    @property
+    def min_seq_length(self) -> int:
+        return self.max_query_length + 3 + MIN_CONTEXT_PIECES
+
+
+@dataclass(frozen=True)
+class AnswerSettings:
+    n_best_size: int = 20
+    max_answer_length: int = 30
+    # run_squad.py ranks the top-n over all max_seq_length positions, padding included, so a
+    # padding position can push a real candidate out of the n-best. By default spanqa ranks
+    # only a feature's real tokens, which makes answers independent of how much padding a
+    # batch carries (length-aware batching); True reproduces the reference on padded logits.
+    rank_padding: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_best_size < 1:
+            raise UsageError(f"n_best_size must be at least 1, got {self.n_best_size}")
+        if self.max_answer_length < 1:
+            raise UsageError(f"max_answer_length must be at least 1, got {self.max_answer_length}")
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    # max rows x padded length per batch. Measured on 2 cores (dataset mode, 1,024 vs 4,096):
+    # +8-12% fp32 and +0-5% int8 on both the stand-in and SpanBERT-base: small batches keep the
+    # activations in cache and carry less padding.
+    token_budget: int = 1024
+    max_batch_size: int = 64
+    multiple: int = 8  # pad lengths up to a multiple of this
+    length_aware: bool = True
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the engine turns questions into answers. ``features=None`` means SpanBERT's
+    defaults, with max_seq_length taken from a fixed-shape model's own length."""
+
+    features: FeatureSettings | None = None
+    answers: AnswerSettings = AnswerSettings()
+    batching: BatchingSettings = BatchingSettings()
+    batch_size: int | None = None  # rows per batch (a cap for length-aware batching)
+    warmup: int = 0  # untimed runs of the first batch before timing
+    stream_questions: int = 512  # questions per chunk in ``Engine.stream`` (bounds memory)
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    """The accuracy guard: a reduced-precision model must keep ``ratio`` of fp32's F1."""
+
+    dataset: str | None = None
+    questions: int = 1000
+    ratio: float = 0.995
+    # Below this many questions a single flipped answer moves F1 by more than the margin the
+    # guard tests (0.5%), so the decision would be noise.
+    min_questions: int = 200
+
+
+@dataclass(frozen=True)
+class CompileSettings:
+    target: str = "cpu-fp32"
+    batch_size: int | None = None  # fixed batch axis (None = dynamic)
+    seq_len: int | None = None  # fixed sequence axis (None = dynamic)
+    seed: int = 0
+    calibration: str | None = None  # SQuAD JSON whose features calibrate static int8
+    calibration_size: int = 300  # features used for calibration
+    guard: str | None = None  # SQuAD JSON on which the new model must keep 99.5% of fp32's F1
+    guard_questions: int = 1000
+    unguarded: bool = False  # --no-guard: build a reduced-precision model nobody measured
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    opset: int = 17
+    tolerance: float = 1e-4
+    verify_shapes: tuple[tuple[int, int], ...] = ((1, 512), (4, 384), (3, 37))
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class InferSettings:
+    outfmt: str = "bin"  # "bin" or "npy"
+    warmup: int = 0  # untimed runs of the first batch before timing starts
+    loop: int = 1  # timed runs of each batch (outputs are written once)
+    threads: int | None = None  # intra-op threads; None = the machine's usable cores
+    device: str = "cpu"  # "cpu" or "cuda"
+    batch_size: int | None = None  # for headerless .bin folders without manifest / synthetic runs
+    seq_len: int | None = None  # likewise
+    resume: bool = False  # skip batches whose outputs are complete
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """``spanqa run``: the engine's settings plus what the job adds around it."""
+
+    target: str = "cpu-fp32"
+    threads: int | None = None  # None: the machine's usable cores
+    warmup: int = 1  # untimed runs of the first batch
+    batch_size: int | None = None
+    features: FeatureSettings = FeatureSettings()
+    answers: AnswerSettings = AnswerSettings()
+    batching: BatchingSettings = BatchingSettings()
+
+    def engine(self) -> EngineSettings:
+        return EngineSettings(
+            features=self.features,
+            answers=self.answers,
+            batching=self.batching,
+            batch_size=self.batch_size,
+            warmup=self.warmup,
+        )
+
+
+def default(cls: type, name: str) -> Any:
+    """The default of one field of a settings dataclass: what the CLI shows and uses."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:  # pragma: no cover - none today
+                return f.default_factory()
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+__all__ = [
+    "AnswerSettings",
+    "BatchingSettings",
+    "CompileSettings",
+    "EngineSettings",
+    "ExportSettings",
+    "FeatureSettings",
+    "GuardSettings",
+    "InferSettings",
+    "RunSettings",
+    "default",
+]
