@@ -78,6 +78,10 @@ class DownloadError(SpanQAError):
     """A download or archive extraction failed or was refused."""
 
 
+class ClusterError(SpanQAError):
+    """A Ray cluster could not be reached or a job on it failed or came back incomplete."""
+
+
 class MissingBackendError(SpanQAError):
     """An optional backend is not installed; the message names the extra to install."""
 

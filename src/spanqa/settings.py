@@ -153,6 +153,23 @@ class RunSettings:
         )
 
 
+@dataclass(frozen=True)
+class RaySettings:
+    """``spanqa run --engine ray``: how the job spreads over a Ray cluster (spanqa.scale)."""
+
+    address: str | None = None  # "auto" or HOST:PORT; None starts a local Ray for the run
+    workers: int | None = None  # actors; None: every CPU left after reading, / threads_per_worker
+    threads_per_worker: int = 1  # each actor's num_cpus and its runtime's intra-op threads
+    batch_questions: int = 64  # questions per actor call: features, model and answers of a batch
+    ship_model: bool = False  # put the package into the object store instead of a shared path
+    # Read tasks ask for this much CPU: a pool that holds every whole CPU cannot starve them
+    # (Ray Data launches the actors first; ray-project/ray#44687).
+    read_cpus: float = 0.25
+    max_restarts: int = 3  # per actor: a dead actor is restarted this many times
+    max_task_retries: int = 3  # per batch on a dead actor (application errors are not retried)
+    local_cpus: int | None = None  # CPUs of the local Ray started without --address (None: all)
+
+
 def default(cls: type, name: str) -> Any:
     """The default of one field of a settings dataclass: what the CLI shows and uses."""
     for f in dataclasses.fields(cls):
@@ -173,6 +190,7 @@ __all__ = [
     "FeatureSettings",
     "GuardSettings",
     "InferSettings",
+    "RaySettings",
     "RunSettings",
     "default",
 ]
