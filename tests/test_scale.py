@@ -11,8 +11,6 @@ import builtins
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,8 +19,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from spanqa.errors import DatasetError, MissingBackendError, UsageError  # noqa: E402
-from spanqa.settings import RaySettings, RunSettings  # noqa: E402
+from spanqa.errors import DatasetError, MissingBackendError, UsageError
+from spanqa.settings import RaySettings, RunSettings
 
 ARTICLES = {0: 4, 2: 3, 5: 3}  # held-out article -> its first paragraphs taken (49 questions)
 
@@ -57,6 +55,7 @@ def jsonl_subset(squad_subset) -> Path:
 def local_predictions(squad_subset, standin_package) -> dict[str, str]:
     """What the local run answers (the Engine's predict, the local run's settings)."""
     from spanqa.data.squad import read_squad
+
     from spanqa.engine import Engine
 
     with Engine.load(standin_package, threads=2, settings=RunSettings().engine()) as engine:

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from spanqa.errors import DatasetError, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 SQUAD = "squad"
 JSONL = "jsonl"
 PARQUET = "parquet"
 SUFFIXES = {".json": SQUAD, ".jsonl": JSONL, ".ndjson": JSONL, ".parquet": PARQUET, ".pq": PARQUET}
-COLUMNS = ("id", "question", "context", "answers", "source")
 _GLOB = set("*?[")
 
 
@@ -126,10 +128,11 @@ def normalise_batch(batch) -> Any:
         _row({k: cols[k][i] for k in cols}, paths[i], f"row {i} of its block")
         for i in range(n)
     ]
-    return pa.Table.from_pylist(rows, schema=ROW_SCHEMA())
+    return pa.Table.from_pylist(rows, schema=row_schema())
 
 
-def ROW_SCHEMA():  # noqa: N802 - a constant that needs pyarrow, built on first use
+def row_schema():
+    """The columns every format becomes (pyarrow is imported on first use)."""
     import pyarrow as pa
 
     return pa.schema(

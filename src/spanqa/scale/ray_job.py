@@ -26,11 +26,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from spanqa.errors import ClusterError, SpanQAError, UsageError, missing_backend
-from spanqa.settings import EngineSettings, RaySettings
 from spanqa.scale.inputs import Questions, check_ids, find_inputs, read_dataset
+from spanqa.settings import EngineSettings, RaySettings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
 
 PARTIAL = "predictions.jsonl"  # answers as they arrive: one JSON object per line
 
@@ -39,7 +42,7 @@ def import_ray():
     """Ray and Ray Data, or the one-line install hint of the ``ray`` extra."""
     try:
         import ray
-        import ray.data  # noqa: F401 - ray without the [data] extra lacks it
+        import ray.data  # ray without the [data] extra lacks it
     except ImportError:
         raise missing_backend("ray", "ray") from None
     return ray
@@ -124,8 +127,8 @@ def run_on_ray(
     inputs: Sequence[str],
     model: str | Path,
     result_dir: str | Path,
-    engine: EngineSettings = EngineSettings(),
-    settings: RaySettings = RaySettings(),
+    engine: EngineSettings | None = None,
+    settings: RaySettings | None = None,
     *,
     quiet: bool = False,
 ) -> RayRun:
@@ -133,11 +136,12 @@ def run_on_ray(
     ``predictions.jsonl`` in ``result_dir`` as answers arrive. Raises a SpanQAError subclass (one
     line) when the input is bad, the cluster is unreachable or the job fails or comes back short."""
     ray = import_ray()
+    settings = settings or RaySettings()
     if settings.threads_per_worker < 1 or settings.batch_questions < 1:
         raise UsageError("--threads-per-worker and --batch-questions must be at least 1")
     files = find_inputs(inputs)  # a bad path fails before Ray starts
     # Warm-up runs are per call: in an actor that would re-run the first batch of every batch.
-    engine = replace(engine, warmup=0)
+    engine = replace(engine or EngineSettings(), warmup=0)
     result_dir = Path(result_dir)
     with _cluster(ray, settings) as cluster, _ray_errors(), _data_context(ray, quiet):
         t0 = time.perf_counter()
