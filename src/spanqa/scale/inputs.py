@@ -90,11 +90,21 @@ def find_inputs(inputs: Sequence[str]) -> InputFiles:
 # Parsing, inside Ray Data read tasks (module-level functions: they are pickled by reference)
 
 
-def squad_rows(row: dict) -> list[dict]:
-    """The question rows of one SQuAD file (``read_binary_files`` row: bytes and path)."""
-    path = row["path"]
+def squad_batch(batch) -> Any:
+    """The question rows of SQuAD files (``read_binary_files`` rows: bytes and path)."""
+    import pyarrow as pa
+
+    rows = []
+    for raw, path in zip(batch.column("bytes").to_pylist(), batch.column("path").to_pylist()):
+        rows.extend(squad_rows(raw, path))
+    # One schema for every block: a file whose answers are all empty must not make list<null>.
+    return pa.Table.from_pylist(rows, schema=row_schema())
+
+
+def squad_rows(raw: bytes, path: str) -> list[dict]:
+    """The question rows of one SQuAD file."""
     try:
-        data = json.loads(row["bytes"])
+        data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise DatasetError(f"{path}: not a SQuAD JSON file ({exc}); name JSON-lines files .jsonl") from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
@@ -179,7 +189,7 @@ def read_dataset(files: InputFiles, read_cpus: float):
         fs = files.filesystems[protocol]
         if fmt == SQUAD:
             ds = ray.data.read_binary_files(paths, filesystem=fs, include_paths=True, num_cpus=read_cpus)
-            ds = ds.flat_map(squad_rows, num_cpus=read_cpus)
+            ds = ds.map_batches(squad_batch, batch_size=1, batch_format="pyarrow", num_cpus=read_cpus)
         else:
             reader = ray.data.read_parquet if fmt == PARQUET else ray.data.read_json
             # Arrow's JSON reader reads newline-delimited JSON (lines=True would refuse filesystem=).

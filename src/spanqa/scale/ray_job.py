@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -327,19 +328,35 @@ def _is_ray_error(exc: BaseException) -> bool:
     return isinstance(exc, RayError)
 
 
+_REMOTE_ERROR = re.compile(r"^\s*spanqa\.errors\.(\w+): (.+)$", re.MULTILINE)
+
+
 def _translate(exc: BaseException) -> SpanQAError:
-    """The innermost spanqa error of a Ray exception chain, else a ClusterError naming the root."""
-    root, stack, seen = exc, [exc], set()
+    """The spanqa error behind a Ray exception, else a ClusterError naming Ray's.
+
+    A task or actor's exception reaches the driver as text inside Ray's (the original object
+    does not travel), so the last ``spanqa.errors.X: message`` line of the chain is the cause.
+    """
+    from spanqa import errors
+
+    chain, stack, seen = [], [exc], set()
     while stack:
         e = stack.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
+        chain.append(e)
         if isinstance(e, SpanQAError) and not _is_ray_error(e):
             return type(e)(_first_line(e))
-        root = e
         stack.extend([getattr(e, "cause", None), e.__cause__, e.__context__])
-    return ClusterError(f"the Ray job failed: {type(root).__name__}: {_first_line(root)}")
+    for e in chain:
+        found = _REMOTE_ERROR.findall(str(e))
+        if found:
+            name, message = found[-1]
+            cls = getattr(errors, name, None)
+            cls = cls if isinstance(cls, type) and issubclass(cls, SpanQAError) else SpanQAError
+            return cls(message.strip())
+    return ClusterError(f"the Ray job failed: {type(exc).__name__}: {_first_line(exc)}")
 
 
 def _first_line(exc: BaseException) -> str:
