@@ -154,16 +154,53 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class BenchSettings:
+    batch_sizes: tuple[int, ...] = (1, 4, 8, 16, 32, 64)
+    seq_len: int = 512  # synthetic length; max_seq_length of the features in dataset mode
+    warmup: int = 2  # untimed runs per cell (dataset mode: of the cell's first, longest batch)
+    repeat: int = 5  # timed runs per cell (dataset mode: timed end-to-end passes over the questions)
+    max_seconds: float = 60.0  # per cell; see the module docstring
+    threads: int | None = None  # None: every core this process may use
+    dataset: str | None = None  # SQuAD JSON: dataset mode
+    questions: int | None = None  # dataset mode: the first N questions (None: all)
+    token_budget: int | None = None  # dataset mode: rows x padded length per batch (None: run's default)
+    seed: int = 0
+
+    def check(self) -> None:
+        if not self.batch_sizes:
+            raise UsageError("--batch-sizes: give at least one batch size, e.g. 1,4,8")
+        bad = [b for b in self.batch_sizes if b < 1]
+        if bad:
+            raise UsageError(f"--batch-sizes: {bad[0]} is not a positive batch size")
+        for name, value, low in (
+            ("--seq-len", self.seq_len, 1),
+            ("--warmup", self.warmup, 0),
+            ("--repeat", self.repeat, 1),
+            ("--threads", self.threads, 1),
+            ("--questions", self.questions, 1),
+            ("--token-budget", self.token_budget, 1),
+        ):
+            if value is not None and value < low:
+                raise UsageError(f"{name} {value}: must be at least {low}")
+        if not self.max_seconds > 0:
+            raise UsageError(f"--max-seconds {self.max_seconds}: must be more than 0")
+
+    @property
+    def mode(self) -> str:
+        return "dataset" if self.dataset else "synthetic"
+
+
+@dataclass(frozen=True)
 class RaySettings:
     """``spanqa run --engine ray``: how the job spreads over a Ray cluster (spanqa.scale)."""
 
     address: str | None = None  # "auto" or HOST:PORT; None starts a local Ray for the run
-    workers: int | None = None  # actors; None: every CPU left after reading, / threads_per_worker
+    workers: int | None = None  # actors; None: the cluster's CPUs // threads_per_worker
     threads_per_worker: int = 1  # each actor's num_cpus and its runtime's intra-op threads
     batch_questions: int = 64  # questions per actor call: features, model and answers of a batch
     ship_model: bool = False  # put the package into the object store instead of a shared path
-    # Read tasks ask for this much CPU: a pool that holds every whole CPU cannot starve them
-    # (Ray Data launches the actors first; ray-project/ray#44687).
+    # Read tasks ask for this much CPU. INPUT is read (and materialised) before the pool starts,
+    # so the pool may hold every CPU without starving them (ray-project/ray#44687).
     read_cpus: float = 0.25
     max_restarts: int = 3  # per actor: a dead actor is restarted this many times
     max_task_retries: int = 3  # per batch on a dead actor (application errors are not retried)
@@ -184,6 +221,7 @@ def default(cls: type, name: str) -> Any:
 __all__ = [
     "AnswerSettings",
     "BatchingSettings",
+    "BenchSettings",
     "CompileSettings",
     "EngineSettings",
     "ExportSettings",
