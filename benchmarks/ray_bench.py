@@ -47,12 +47,12 @@ def main() -> None:
     args = ap.parse_args()
 
     import ray
-    from spanqa.data.squad import read_squad
-    from spanqa.sysinfo import default_threads
 
+    from spanqa.data.squad import read_squad
     from spanqa.engine import Engine
     from spanqa.scale.ray_job import run_on_ray
     from spanqa.settings import RaySettings, RunSettings
+    from spanqa.sysinfo import default_threads
 
     cores = default_threads()
     tmp = Path(tempfile.mkdtemp(prefix="ray-bench-"))

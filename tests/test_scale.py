@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
-
 from spanqa.errors import DatasetError, MissingBackendError, UsageError
 from spanqa.settings import RaySettings, RunSettings
+
+ray = pytest.importorskip("ray")
 
 ARTICLES = {0: 4, 2: 3, 5: 3}  # held-out article -> its first paragraphs taken (49 questions)
 
@@ -55,7 +55,6 @@ def jsonl_subset(squad_subset) -> Path:
 def local_predictions(squad_subset, standin_package) -> dict[str, str]:
     """What the local run answers (the Engine's predict, the local run's settings)."""
     from spanqa.data.squad import read_squad
-
     from spanqa.engine import Engine
 
     with Engine.load(standin_package, threads=2, settings=RunSettings().engine()) as engine:
@@ -94,7 +93,9 @@ def test_inputs_found_by_directory_glob_and_file(tmp_path, squad_subset, jsonl_s
         (tmp_path / name).write_text("{}", encoding="utf-8")
     found = find_inputs([str(tmp_path)])
     assert found.paths == [str(tmp_path / "a.json"), str(tmp_path / "sub/b.jsonl"), str(tmp_path / "sub/c.parquet")]
-    assert find_inputs([str(tmp_path / "sub" / "*.jsonl"), str(tmp_path / "sub/b.jsonl")]).paths == [str(tmp_path / "sub/b.jsonl")]
+    assert find_inputs([str(tmp_path / "sub" / "*.jsonl"), str(tmp_path / "sub/b.jsonl")]).paths == [
+        str(tmp_path / "sub/b.jsonl")
+    ]
     with pytest.raises(UsageError) as err:
         find_inputs([str(tmp_path / "notes.txt")])
     assert str(err.value) == f"{tmp_path / 'notes.txt'}: unknown input format; name it .json (SQuAD), .jsonl or .parquet"
@@ -142,7 +143,9 @@ class TestLocalRay:
     def test_squad_json_matches_the_local_run(self, squad_subset, standin_package, local_predictions, tmp_path):
         from spanqa.scale.ray_job import PARTIAL, run_on_ray
 
-        run = run_on_ray([str(squad_subset)], standin_package, tmp_path, _engine_settings(), RaySettings(batch_questions=16), quiet=True)
+        run = run_on_ray(
+            [str(squad_subset)], standin_package, tmp_path, _engine_settings(), RaySettings(batch_questions=16), quiet=True
+        )
         assert run.predictions == local_predictions
         assert list(run.predictions) == list(local_predictions)  # input order
         lines = [json.loads(line) for line in (tmp_path / PARTIAL).read_text(encoding="utf-8").splitlines()]

@@ -26,7 +26,7 @@ def _dump_json(obj: Any, path: Path) -> None:
 def write_results(
     result_dir: str | os.PathLike,
     predictions: Mapping[str, str],
-    nbest: Mapping[str, list[dict]],
+    nbest: Mapping[str, list[dict]] | None,
     result: Mapping[str, Any] | None,
     extra_files: Mapping[str, Any] | None = None,
     extra_dirs: Mapping[str, Path] | None = None,
@@ -40,7 +40,8 @@ def write_results(
     either complete or untouched: an interrupted run never leaves a result.json behind.
     ``extra_files`` maps a plain file name to a JSON-able object (or str/bytes written as is);
     ``extra_dirs`` maps a plain name to an existing directory moved inside. ``result`` is None
-    for questions without gold answers (nothing to score). An existing ``result_dir`` is
+    for questions without gold answers (nothing to score); ``nbest`` None writes no n-best file
+    (a Ray run keeps only the answers). An existing ``result_dir`` is
     replaced only when it is a spanqa result and ``overwrite`` is set.
     """
     from spanqa.fileutil import atomic_dir
@@ -53,7 +54,8 @@ def write_results(
     final = Path(result_dir)
     with atomic_dir(final, "result", overwrite=overwrite, inputs=inputs) as tmp:
         _dump_json(dict(predictions), tmp / PREDICTIONS_FILE)
-        _dump_json(dict(nbest), tmp / NBEST_FILE)
+        if nbest is not None:
+            _dump_json(dict(nbest), tmp / NBEST_FILE)
         for name, obj in extra_files.items():
             if isinstance(obj, bytes):
                 (tmp / name).write_bytes(obj)

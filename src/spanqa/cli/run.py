@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from spanqa.cli._common import overwrite_option, quiet_option, setting
-from spanqa.settings import AnswerSettings, BatchingSettings, FeatureSettings, GuardSettings, RunSettings
+from spanqa.settings import AnswerSettings, BatchingSettings, FeatureSettings, GuardSettings, RaySettings, RunSettings
 
 COMMANDS: list[click.Command] = []
 
@@ -35,9 +35,11 @@ def print_run_table(report) -> None:
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value:>12}")
     click.echo("-" * (width + 16))
-    written = "predictions.json, nbest_predictions.json, result.json and summary.json"
+    names = ["predictions.json", "nbest_predictions.json", "result.json", "summary.json", "predictions.jsonl"]
+    names = [n for n in names if (report.result_dir / n).is_file()]
+    written = f"{', '.join(names[:-1])} and {names[-1]}"
     if r is None:
-        written = "predictions.json, nbest_predictions.json and summary.json (no gold answers: nothing scored)"
+        written += " (no gold answers: nothing scored)"
     click.echo(f"Wrote {written} to {report.result_dir}")
 
 
@@ -51,8 +53,24 @@ def warn_unguarded(package) -> None:
         )
 
 
+def print_workers(report) -> None:
+    """Per-worker questions/s of a Ray run, after the run table."""
+    workers = report.summary["workers"]
+    click.echo(f"{'worker':<14}{'node':<14}{'questions':>10}{'seconds':>10}{'questions/s':>13}")
+    for wid, w in workers.items():
+        restarts = f"  (restarted {len(w['pids']) - 1}x)" if len(w["pids"]) > 1 else ""
+        click.echo(
+            f"{wid:<14}{w['node']:<14}{w['questions']:>10}{w['seconds']:>10.1f}{_fmt(w['questions_per_s'], '.2f'):>13}{restarts}"
+        )
+    ray = report.summary["ray"]
+    click.echo(
+        f"Ray: {ray['workers']} workers x {ray['threads_per_worker']} threads on {ray['nodes']} node(s), "
+        f"{ray['cpus']:g} CPUs; read {report.summary['timings_s']['read_s']:.1f} s, answer {report.summary['timings_s']['answer_s']:.1f} s"
+    )
+
+
 @click.command("run")
-@click.argument("dataset", type=click.Path(path_type=Path), required=False)
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
 @click.option(
     "--model",
     type=click.Path(path_type=Path),
@@ -104,10 +122,35 @@ def warn_unguarded(package) -> None:
     default=None,
     help="Base URL serving the default checkpoint and dataset (env SPANQA_MIRROR).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process; ray: the whole job on a Ray cluster with Ray Data (pip install 'spanqa[ray]', docs/ray.md).",
+)
+@click.option(
+    "--address", default=None, help="Ray: attach to a running cluster ('auto' or HOST:PORT) [default: start a local Ray]."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ray: actors [default: the cluster's CPUs // --threads-per-worker].",
+)
+@setting(
+    RaySettings,
+    "threads_per_worker",
+    "--threads-per-worker",
+    type=click.IntRange(min=1),
+    help="Ray: CPUs and intra-op threads per actor.",
+)
+@setting(RaySettings, "batch_questions", "--batch-questions", type=click.IntRange(min=1), help="Ray: questions per actor call.")
+@click.option("--ship-model", is_flag=True, help="Ray: carry the model package to every node through the object store.")
 @overwrite_option
 @quiet_option
 def run_cmd(
-    dataset,
+    inputs,
     model,
     result_dir,
     target,
@@ -126,12 +169,22 @@ def run_cmd(
     guard_questions,
     calibration,
     mirror,
+    engine,
+    address,
+    workers,
+    threads_per_worker,
+    batch_questions,
+    ship_model,
     overwrite,
 ) -> None:
-    """Preprocess DATASET, run the model, extract answers and score them, in one step (the
+    """Preprocess INPUT, run the model, extract answers and score them, in one step (the
     recipe's eval_acc_perf.sh). With no arguments: the official SpanBERT squad1 checkpoint on the
     official SQuAD v1.1 dev set, each fetched and cached on first use. Reduced-precision targets
-    are guarded on DATASET's first questions unless --no-guard."""
+    are guarded on INPUT's first questions unless --no-guard.
+
+    The local engine takes one SQuAD JSON file. --engine ray takes any number of SQuAD JSON,
+    JSON-lines or Parquet files ({id, question, context[, answers]}), directories or globs of
+    them, local or on any fsspec filesystem."""
     from spanqa.download import ensure_assets
     from spanqa.engine.resolve import resolve_model
     from spanqa.fileutil import check_output
@@ -139,21 +192,46 @@ def run_cmd(
 
     if guard and no_guard:
         raise click.UsageError("give either --guard or --no-guard, not both")
-    dataset, model = ensure_assets(dataset, model, mirror=mirror)
+    ray_options = {"--address": address, "--workers": workers, "--ship-model": ship_model}
+    if engine == "local":
+        given = [k for k, v in ray_options.items() if v]
+        if given:
+            raise click.UsageError(f"{given[0]} is for --engine ray")
+        if len(inputs) > 1:
+            raise click.UsageError("the local engine takes one SQuAD JSON file; use --engine ray for many inputs")
+    else:
+        for name, value in (("--threads", threads), ("--keep-files", keep_files)):
+            if value:
+                raise click.UsageError(f"{name} is for --engine local (with --engine ray: --threads-per-worker)")
+        from spanqa.scale.ray_job import import_ray
+
+        import_ray()  # the install hint before any download or conversion
+    dataset = Path(inputs[0]) if inputs else None
+    if engine == "ray" and (len(inputs) != 1 or "://" in inputs[0] or not inputs[0].endswith(".json")):
+        dataset = None  # no one SQuAD file to guard a reduced-precision build on: --guard says which
+    if engine == "ray" and inputs:
+        if model is None:
+            from spanqa.download import ensure_asset
+
+            model = ensure_asset("squad1", mirror=mirror)
+    else:
+        dataset, model = ensure_assets(dataset, model, mirror=mirror)
+        inputs = inputs or (str(dataset),)
     check_output(result_dir, "result", overwrite=overwrite, inputs=(dataset, model))
     if target == "auto":
         from spanqa.build.suitability import auto_target
 
         target = auto_target()
         click.echo(f"--target auto: {target} suits this CPU best", err=True)
-    guard_settings = GuardSettings(dataset=str(guard or dataset), questions=guard_questions)
+    guard_from = guard or dataset
+    guard_settings = GuardSettings(dataset=str(guard_from), questions=guard_questions) if guard_from else None
     package, converted = resolve_model(
         model, target, guard=guard_settings, unguarded=no_guard, calibration=calibration, threads=threads
     )
     if converted:
         click.echo(f"Converted {model} for {package.target} -> {package.root}", err=True)
         cal = (package.manifest.calibration or {}).get("dataset")
-        if cal and Path(cal).resolve() == Path(dataset).resolve():
+        if cal and dataset and Path(cal).resolve() == Path(dataset).resolve():
             click.echo(
                 f"note: int8 calibrated on {dataset} (its questions past the guard's first {guard_questions}); "
                 "pass --calibration OTHER.json to keep calibration and scoring apart",
@@ -169,6 +247,22 @@ def run_cmd(
         answers=AnswerSettings(n_best_size=n_best, max_answer_length=max_answer_length),
         batching=BatchingSettings(token_budget=token_budget, length_aware=not no_length_aware),
     )
+    if engine == "ray":
+        from spanqa import progress
+        from spanqa.scale.report import run_job
+
+        ray_settings = RaySettings(
+            address=address,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            batch_questions=batch_questions,
+            ship_model=ship_model,
+        )
+        quiet = not progress.enabled()
+        report = run_job(inputs, package, result_dir, settings.engine(), ray_settings, overwrite=overwrite, quiet=quiet)
+        print_run_table(report)
+        print_workers(report)
+        return
     report = run(dataset, package, result_dir, settings, keep_files=keep_files, overwrite=overwrite)
     print_run_table(report)
 

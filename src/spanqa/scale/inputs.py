@@ -134,10 +134,7 @@ def normalise_batch(batch) -> Any:
     n = batch.num_rows
     cols = {k: batch.column(k).to_pylist() if k in names else [None] * n for k in ("id", "question", "context", "answers")}
     paths = batch.column("path").to_pylist()
-    rows = [
-        _row({k: cols[k][i] for k in cols}, paths[i], f"row {i} of its block")
-        for i in range(n)
-    ]
+    rows = [_row({k: cols[k][i] for k in cols}, paths[i], f"row {i} of its block") for i in range(n)]
     return pa.Table.from_pylist(rows, schema=row_schema())
 
 

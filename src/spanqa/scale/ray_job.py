@@ -27,10 +27,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from spanqa.errors import ClusterError, SpanQAError, UsageError, missing_backend
-from spanqa.scale.inputs import Questions, check_ids, find_inputs, read_dataset
+from spanqa.scale.inputs import InputFiles, Questions, check_ids, find_inputs, read_dataset
 from spanqa.settings import EngineSettings, RaySettings
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class RayRun:
 
 
 def run_on_ray(
-    inputs: Sequence[str],
+    inputs: Sequence[str] | InputFiles,
     model: str | Path,
     result_dir: str | Path,
     engine: EngineSettings | None = None,
@@ -140,7 +140,7 @@ def run_on_ray(
     settings = settings or RaySettings()
     if settings.threads_per_worker < 1 or settings.batch_questions < 1:
         raise UsageError("--threads-per-worker and --batch-questions must be at least 1")
-    files = find_inputs(inputs)  # a bad path fails before Ray starts
+    files = inputs if isinstance(inputs, InputFiles) else find_inputs(inputs)  # before Ray starts
     # Warm-up runs are per call: in an actor that would re-run the first batch of every batch.
     engine = replace(engine or EngineSettings(), warmup=0)
     result_dir = Path(result_dir)
@@ -225,9 +225,7 @@ def _collect(batches: Iterator, questions: Questions, result_dir: Path) -> RayRu
                 got[qid] = row["prediction"]
                 features += row["features"]
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                w = workers.setdefault(
-                    row["worker"], {"node": row["node"], "pids": [], "questions": 0, "seconds": 0.0}
-                )
+                w = workers.setdefault(row["worker"], {"node": row["node"], "pids": [], "questions": 0, "seconds": 0.0})
                 w["questions"] += 1
                 w["seconds"] += row["seconds"]
                 if row["pid"] not in w["pids"]:
@@ -365,12 +363,3 @@ def _first_line(exc: BaseException) -> str:
 
 
 __all__ = ["PARTIAL", "RayRun", "import_ray", "run_on_ray"]
-
-
-def summary_section(run: RayRun) -> dict[str, Any]:
-    """What summary.json adds for a Ray run: the cluster and each worker's figures."""
-    return {
-        "engine": "ray",
-        "ray": run.cluster | {"duplicates_dropped": run.duplicates},
-        "workers": run.workers,
-    }
