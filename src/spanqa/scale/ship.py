@@ -86,6 +86,14 @@ def materialise(package: ShippedPackage, base: str | Path | None = None) -> Path
         bad = _mismatches(staging, package.sha256)
         if bad:
             raise PackageError(f"shipped model {package.name}: sha256 mismatch after writing {bad[0]} on this node")
+        if final.is_dir() and not _verified(final, package.sha256):
+            # A damaged copy (a disk that filled up, a hand edit): set it aside, then replace it.
+            stale = Path(tempfile.mkdtemp(prefix=f".{final.name}.stale.", dir=base))
+            try:
+                final.rename(stale / "old")
+            except OSError:
+                pass  # another actor on this node moved it first
+            shutil.rmtree(stale, ignore_errors=True)
         try:
             staging.rename(final)
         except OSError:  # another actor on this node was first: use its copy
