@@ -146,7 +146,10 @@ def run_on_ray(
     result_dir = Path(result_dir)
     with _cluster(ray, settings) as cluster, _ray_errors(), _data_context(ray, quiet):
         t0 = time.perf_counter()
-        dataset = read_dataset(files, settings.read_cpus).materialize()
+        # Blocks of batch_questions rows: a block is what Ray Data hands one actor call, so this is
+        # also the unit of load balancing and of retry (one file read is one block otherwise).
+        dataset = read_dataset(files, settings.read_cpus)
+        dataset = dataset.repartition(target_num_rows_per_block=settings.batch_questions).materialize()
         questions = check_ids(dataset)
         t1 = time.perf_counter()
         workers = _pool_size(settings, cluster["cpus"])
@@ -175,7 +178,7 @@ def _answer(ray, dataset, model, shipped, workers: int, engine: EngineSettings, 
         return dataset.map_batches(
             _Answerer,
             fn_constructor_kwargs={
-                "model": None if shipped else str(getattr(model, "root", model)),
+                "model": None if shipped else str(model_dir(model)),
                 "shipped": shipped,
                 "threads": settings.threads_per_worker,
                 "settings": engine,
@@ -189,10 +192,15 @@ def _answer(ray, dataset, model, shipped, workers: int, engine: EngineSettings, 
         )
 
 
+def model_dir(model) -> Path:
+    """A model package's directory, given the package or its path (a Path has ``.root`` too)."""
+    return Path(model) if isinstance(model, (str, os.PathLike)) else Path(model.root)
+
+
 def _pack(model):
     from spanqa.scale.ship import pack
 
-    return pack(getattr(model, "root", model))
+    return pack(model_dir(model))
 
 
 def _pool_size(settings: RaySettings, cpus: float) -> int:
