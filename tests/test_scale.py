@@ -85,6 +85,25 @@ def test_missing_ray_names_the_extra(monkeypatch):
     assert str(err.value) == "ray is not installed; install it with: pip install 'spanqa[ray]'"
 
 
+def test_cli_without_ray_says_how_to_install_it(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from spanqa.cli import main
+
+    real = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    r = CliRunner().invoke(
+        main, ["run", str(tmp_path / "x.json"), "--model", str(tmp_path), "-o", str(tmp_path / "o"), "--engine", "ray"]
+    )
+    assert (r.exit_code, r.output) == (1, "Error: ray is not installed; install it with: pip install 'spanqa[ray]'\n")
+
+
 def test_inputs_found_by_directory_glob_and_file(tmp_path, squad_subset, jsonl_subset):
     from spanqa.scale.inputs import find_inputs
 
@@ -197,3 +216,67 @@ class TestLocalRay:
         assert len(ids) == len(set(ids)) == 49 and set(ids) == set(local_predictions)
         assert run.predictions == local_predictions
         assert [w for w in run.workers.values() if killed in w["pids"]]  # the killed actor had answered
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: a local Ray it starts and stops, and a simulated two-node cluster
+
+
+def _run_cli(*args: str):
+    from click.testing import CliRunner
+
+    from spanqa.cli import main
+
+    result = CliRunner().invoke(main, ["run", *args, "--engine", "ray", "-q"])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_cli_jsonl_on_a_local_ray_matches_the_local_run(jsonl_subset, squad_subset, standin_package, local_predictions, tmp_path):
+    from spanqa.answers.scoring import score
+    from spanqa.data.squad import read_squad
+
+    out = tmp_path / "result"
+    cli = _run_cli(str(jsonl_subset), "--model", str(standin_package), "-o", str(out), "--batch-questions", "16")
+    assert not ray.is_initialized()  # the local Ray it started is stopped
+    predictions = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
+    assert predictions == local_predictions and list(predictions) == list(local_predictions)
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".spanqa-artifact",
+        "predictions.json",
+        "predictions.jsonl",
+        "result.json",
+        "summary.json",
+    ]
+    result = json.loads((out / "result.json").read_text(encoding="utf-8"))
+    expected = score(read_squad(squad_subset), local_predictions)
+    assert (result["exact_match"], result["f1"], result["total"]) == (expected["exact_match"], expected["f1"], 49)
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["engine"] == "ray" and summary["questions"] == 49 and summary["ray"]["address"] == "local"
+    assert sum(w["questions"] for w in summary["workers"].values()) == 49
+    assert (
+        "questions/s" in cli.output
+        and f"Wrote predictions.json, result.json, summary.json and predictions.jsonl to {out}" in cli.output
+    )
+
+
+def test_two_node_cluster_gives_the_same_answers_with_work_on_both_nodes(
+    squad_subset, standin_package, local_predictions, tmp_path
+):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        out = tmp_path / "result"
+        args = ("--model", str(standin_package), "-o", str(out), "--address", cluster.address, "--ship-model")
+        _run_cli(str(squad_subset), *args, "--batch-questions", "4")
+    finally:
+        cluster.shutdown()
+    assert json.loads((out / "predictions.json").read_text(encoding="utf-8")) == local_predictions
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    workers = summary["workers"].values()
+    assert summary["ray"]["nodes"] == 2 and summary["ray"]["workers"] == 2 and summary["settings"]["ray"]["ship_model"]
+    assert len({w["node"] for w in workers}) == 2 and all(w["questions"] > 0 for w in workers)
+    assert sum(w["questions"] for w in workers) == 49

@@ -204,6 +204,7 @@ class RaySettings:
     read_cpus: float = 0.25
     max_restarts: int = 3  # per actor: a dead actor is restarted this many times
     max_task_retries: int = 3  # per batch on a dead actor (application errors are not retried)
+    actor_start_timeout_s: int = 600  # the whole pool must be up (model loaded) within this
     local_cpus: int | None = None  # CPUs of the local Ray started without --address (None: all)
 
 

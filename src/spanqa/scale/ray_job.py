@@ -144,7 +144,7 @@ def run_on_ray(
     # Warm-up runs are per call: in an actor that would re-run the first batch of every batch.
     engine = replace(engine or EngineSettings(), warmup=0)
     result_dir = Path(result_dir)
-    with _cluster(ray, settings) as cluster, _ray_errors(), _data_context(ray, quiet):
+    with _cluster(ray, settings) as cluster, _ray_errors(), _data_context(ray, quiet, settings):
         t0 = time.perf_counter()
         # Blocks of batch_questions rows: a block is what Ray Data hands one actor call, so this is
         # also the unit of load balancing and of retry (one file read is one block otherwise).
@@ -293,22 +293,25 @@ def _cluster(ray, settings: RaySettings):
 
 
 @contextmanager
-def _data_context(ray, quiet: bool):
+def _data_context(ray, quiet: bool, settings: RaySettings):
     """Ray Data settings for this job, restored afterwards (the context is process-wide)."""
     import logging
 
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.enable_progress_bars, ctx.max_errored_blocks)
+    saved = (ctx.enable_progress_bars, ctx.max_errored_blocks, ctx.wait_for_min_actors_s)
     log = logging.getLogger("ray.data")
     level = log.level
     ctx.enable_progress_bars = not quiet
     # A block that fails is never skipped: a short predictions file would look complete.
     ctx.max_errored_blocks = 0
+    # Dispatch once the whole pool has its model loaded: the first actor up would otherwise take
+    # a short job alone, and a pool the cluster cannot place fails instead of waiting forever.
+    ctx.wait_for_min_actors_s = settings.actor_start_timeout_s
     log.setLevel(logging.WARNING)  # the plan and "execution finished" lines, per dataset
     try:
         yield
     finally:
-        ctx.enable_progress_bars, ctx.max_errored_blocks = saved
+        ctx.enable_progress_bars, ctx.max_errored_blocks, ctx.wait_for_min_actors_s = saved
         log.setLevel(level)
 
 
