@@ -145,6 +145,8 @@ def run_on_ray(
     engine = replace(engine or EngineSettings(), warmup=0)
     result_dir = Path(result_dir)
     with _cluster(ray, settings) as cluster, _ray_errors(), _data_context(ray, quiet, settings):
+        workers = _pool_size(settings, cluster["cpus"])
+        cluster.update(workers=workers, threads_per_worker=settings.threads_per_worker)
         t0 = time.perf_counter()
         # Blocks of batch_questions rows: a block is what Ray Data hands one actor call, so this is
         # also the unit of load balancing and of retry (one file read is one block otherwise).
@@ -152,8 +154,6 @@ def run_on_ray(
         dataset = dataset.repartition(target_num_rows_per_block=settings.batch_questions).materialize()
         questions = check_ids(dataset)
         t1 = time.perf_counter()
-        workers = _pool_size(settings, cluster["cpus"])
-        cluster.update(workers=workers, threads_per_worker=settings.threads_per_worker)
         shipped = [ray.put(_pack(model))] if settings.ship_model else None
         answered = _answer(ray, dataset, model, shipped, workers, engine, settings)
         # Answers are written as they arrive; their order is restored at the end.
@@ -178,7 +178,8 @@ def _answer(ray, dataset, model, shipped, workers: int, engine: EngineSettings, 
         return dataset.map_batches(
             _Answerer,
             fn_constructor_kwargs={
-                "model": None if shipped else str(model_dir(model)),
+                # Absolute: an actor's working directory is not the driver's.
+                "model": None if shipped else str(model_dir(model).resolve()),
                 "shipped": shipped,
                 "threads": settings.threads_per_worker,
                 "settings": engine,
@@ -204,7 +205,10 @@ def _pack(model):
 
 
 def _pool_size(settings: RaySettings, cpus: float) -> int:
+    """Actors in the pool: workers x threads <= the cluster's CPUs (reading is done by then)."""
     threads = settings.threads_per_worker
+    if threads > cpus:
+        raise UsageError(f"--threads-per-worker {threads} is more than the cluster's {cpus:g} CPUs")
     workers = settings.workers or max(1, int(cpus // threads))
     if workers * threads > cpus:
         raise UsageError(
