@@ -9,8 +9,9 @@ Rows:
                           cores (started once, outside the timings)
 Columns (ray rows): ``answer q/s`` = questions / wall time of the actor phase (actor start-up,
 model load, features, model, answers, driver); ``job q/s`` adds reading INPUT through Ray Data;
-``workers q/s`` = the sum of the workers' own rates (busy time only). Every run's predictions are
-checked equal to the local run's before anything is reported.
+``workers q/s`` = the sum of the workers' own rates (busy time only). Rows run interleaved for
+--rounds rounds and each reports its best round. Every run's predictions are checked equal to
+the local run's before anything is reported.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--dataset", default=str(SHARED / "data" / "squad" / "dev-v1.1-heldout.json"))
     ap.add_argument("--articles", type=int, default=2, help="the first N articles of --dataset")
     ap.add_argument("--batch-questions", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each row reports its best")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -62,37 +64,44 @@ def main() -> None:
     examples = read_squad(subset)
     settings = RunSettings().engine()
     package = Engine.load(args.model, "cpu-fp32", threads=1).package  # converted once, cached
-    rows, reference = [], None
+    reference = None
+    best: dict[str, dict] = {}
 
-    for threads in sorted({1, cores}):
-        with Engine(package, threads=threads, settings=settings) as engine:
-            engine.predict(examples[:8])  # warm the runtime, as the local run's warm-up does
-            t0 = time.perf_counter()
-            p = engine.predict(examples)
-            wall = time.perf_counter() - t0
-        reference = reference or p.predictions
-        assert p.predictions == reference, f"local {threads} threads: predictions differ"
-        rows.append({"run": f"local, {threads} thread(s)", "cpus": threads, "answer_qps": len(examples) / wall})
+    def keep(row: dict) -> None:  # the best of the rounds: load from elsewhere only slows a run down
+        if row["run"] not in best or row["answer_qps"] > best[row["run"]]["answer_qps"]:
+            best[row["run"]] = row
 
     ray.init(num_cpus=cores, include_dashboard=False, logging_level=logging.WARNING)
     try:
-        shapes = [(1, 1)] + ([(cores, 1), (1, cores)] if cores > 1 else [])
-        for workers, threads in shapes:
-            rs = RaySettings(workers=workers, threads_per_worker=threads, batch_questions=args.batch_questions)
-            run = run_on_ray([str(subset)], package, tmp / f"ray-{workers}x{threads}", settings, rs, quiet=True)
-            assert run.predictions == reference, f"ray {workers}x{threads}: predictions differ from the local run"
-            n = len(run.predictions)
-            rows.append(
-                {
-                    "run": f"ray, {workers} x {threads}",
-                    "cpus": workers * threads,
-                    "answer_qps": n / run.timings["answer_s"],
-                    "job_qps": n / (run.timings["answer_s"] + run.timings["read_s"]),
-                    "workers_qps": sum(w["questions_per_s"] for w in run.workers.values()),
-                }
-            )
+        for _ in range(args.rounds):  # interleaved, so drift in the machine's load hits every row alike
+            for threads in sorted({1, cores}):
+                with Engine(package, threads=threads, settings=settings) as engine:
+                    engine.predict(examples[:8])  # warm the runtime, as the local run's warm-up does
+                    t0 = time.perf_counter()
+                    p = engine.predict(examples)
+                    wall = time.perf_counter() - t0
+                reference = reference or p.predictions
+                assert p.predictions == reference, f"local {threads} threads: predictions differ"
+                keep({"run": f"local, {threads} thread(s)", "cpus": threads, "answer_qps": len(examples) / wall})
+            shapes = [(1, 1)] + ([(cores, 1), (1, cores)] if cores > 1 else [])
+            for workers, threads in shapes:
+                rs = RaySettings(workers=workers, threads_per_worker=threads, batch_questions=args.batch_questions)
+                out = tmp / f"ray-{workers}x{threads}"
+                run = run_on_ray([str(subset)], package, out, settings, rs, quiet=True)
+                assert run.predictions == reference, f"ray {workers}x{threads}: predictions differ from the local run"
+                n = len(run.predictions)
+                keep(
+                    {
+                        "run": f"ray, {workers} x {threads}",
+                        "cpus": workers * threads,
+                        "answer_qps": n / run.timings["answer_s"],
+                        "job_qps": n / (run.timings["answer_s"] + run.timings["read_s"]),
+                        "workers_qps": sum(w["questions_per_s"] for w in run.workers.values()),
+                    }
+                )
     finally:
         ray.shutdown()
+    rows = list(best.values())
 
     local = {r["cpus"]: r["answer_qps"] for r in rows if r["run"].startswith("local")}
     print(f"{len(examples)} questions, {platform.processor() or platform.machine()}, {cores} cores, CPU flags: {cpu_flags()}")
