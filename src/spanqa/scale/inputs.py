@@ -38,6 +38,10 @@ class InputFiles:
     def paths(self) -> list[str]:
         return [p for paths in self.groups.values() for p in paths]
 
+    @property
+    def local_paths(self) -> list[str]:
+        return [p for (protocol, _), paths in self.groups.items() if protocol in ("file", "local") for p in paths]
+
 
 def _format(path: str) -> str | None:
     name = path.rsplit("/", 1)[-1].lower()

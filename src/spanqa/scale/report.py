@@ -46,7 +46,7 @@ def run_job(
     import_ray()  # the install hint before anything else
     files = find_inputs([str(p) for p in inputs])
     existed = Path(result_dir).exists()
-    final = start_result(result_dir, files.paths, overwrite=overwrite)
+    final = start_result(result_dir, files.local_paths, overwrite=overwrite)
     try:
         run = run_on_ray(files, package, final, engine, settings, quiet=quiet)
     except BaseException:
@@ -59,12 +59,11 @@ def run_job(
 
 
 def start_result(result_dir: str | Path, inputs, *, overwrite: bool) -> Path:
-    """Check RESULT before any work (never a directory spanqa did not write) and mark it as a
-    result, so the answers can stream into it."""
+    """Check RESULT before any work (never a directory spanqa did not write, nor one holding a
+    local input) and mark it as a result, so the answers can stream into it."""
     from spanqa.fileutil import MARKER, check_output
 
-    local = tuple(p for p in inputs if "://" not in str(p))
-    final = check_output(result_dir, "result", overwrite=overwrite, inputs=local)
+    final = check_output(result_dir, "result", overwrite=overwrite, inputs=tuple(inputs))
     final.mkdir(parents=True, exist_ok=True)
     (final / MARKER).write_text(json.dumps({"kind": "result"}) + "\n", encoding="utf-8")
     (final / PARTIAL).unlink(missing_ok=True)
