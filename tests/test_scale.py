@@ -185,6 +185,24 @@ class TestLocalRay:
         )
         assert not (tmp_path / "out").exists()  # no actor ever answered
 
+    def test_errors_in_read_tasks_and_actors_come_back_as_one_line(self, squad_subset, tmp_path):
+        from spanqa.errors import PackageError
+        from spanqa.scale.ray_job import run_on_ray
+
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"id": "q1", "question": "Who?"}\n', encoding="utf-8")
+        with pytest.raises(DatasetError) as err:  # raised in a Ray Data read task
+            run_on_ray([str(bad)], tmp_path, tmp_path / "out", _engine_settings(), quiet=True)
+        assert str(err.value) == f"{bad}: question 'q1': missing or empty 'context'"
+        nothing = tmp_path / "empty-package"
+        nothing.mkdir()
+        (nothing / "manifest.json").write_text("{}", encoding="utf-8")
+        with pytest.raises(PackageError) as err:  # raised in every actor's constructor
+            run_on_ray([str(squad_subset)], nothing, tmp_path / "out2", _engine_settings(), quiet=True)
+        assert str(err.value) == (
+            f"{nothing / 'manifest.json'}: the manifest lacks target, precision, runtime, model_file; re-run 'spanqa compile'"
+        )
+
     def test_killed_actor_is_restarted_and_every_question_answered_once(
         self, squad_subset, standin_package, local_predictions, tmp_path
     ):

@@ -341,6 +341,8 @@ def _is_ray_error(exc: BaseException) -> bool:
     return isinstance(exc, RayError)
 
 
+_EXCEPTION_LINE = re.compile(r"^[\w.]*(?:Error|Exception): .+$", re.MULTILINE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _REMOTE_ERROR = re.compile(r"^\s*spanqa\.errors\.(\w+): (.+)$", re.MULTILINE)
 
 
@@ -369,6 +371,11 @@ def _translate(exc: BaseException) -> SpanQAError:
             cls = getattr(errors, name, None)
             cls = cls if isinstance(cls, type) and issubclass(cls, SpanQAError) else SpanQAError
             return cls(message.strip())
+    # Otherwise the innermost exception line of the remote traceback says more than Ray's header.
+    for e in chain:
+        lines = _EXCEPTION_LINE.findall(_ANSI.sub("", str(e)))
+        if lines:
+            return ClusterError(f"the Ray job failed: {lines[-1].strip()}")
     return ClusterError(f"the Ray job failed: {type(exc).__name__}: {_first_line(exc)}")
 
 
