@@ -15,7 +15,6 @@ import click
 from spanqa import __version__
 from spanqa.errors import EXIT_DATA, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OUTPUT, SpanQAError, one_line
 
-
 _debug_flag = False  # --debug of the current invocation
 
 
