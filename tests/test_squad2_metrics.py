@@ -273,21 +273,21 @@ def test_null_score_is_the_minimum_over_all_windows():
 def test_null_takes_its_place_in_the_nbest():
     spans = [("x", 3.0, 2.0), ("y", 2.0, 1.0), ("z", 1.0, 1.0)]
     # Ranked between x (5) and y (3); ties go after spans of the same score.
-    assert v2.insert_null(spans, (2.0, 1.5), 3) == [
+    assert v2.insert_null(spans, ("", 2.0, 1.5), 3) == [
         ("x", 3.0, 2.0),
         ("", 2.0, 1.5),
         ("y", 2.0, 1.0),
     ]
-    assert v2.insert_null(spans, (1.0, 2.0), 3) == [
+    assert v2.insert_null(spans, ("", 1.0, 2.0), 3) == [
         *spans[:2],
         ("", 1.0, 2.0),
     ]  # ties y: after it
-    assert v2.insert_null(spans, (0.5, 1.0), 3) == [
+    assert v2.insert_null(spans, ("", 0.5, 1.0), 3) == [
         *spans,
         ("", 0.5, 1.0),
     ]  # below all: appended
-    assert v2.insert_null(spans, (9.0, 0.0), 2) == [("", 9.0, 0.0), ("x", 3.0, 2.0)]
-    assert v2.insert_null([], (0.5, 0.5), 20) == [("", 0.5, 0.5)]
+    assert v2.insert_null(spans, ("", 9.0, 0.0), 2) == [("", 9.0, 0.0), ("x", 3.0, 2.0)]
+    assert v2.insert_null([], ("", 0.5, 0.5), 20) == [("", 0.5, 0.5)]
 
 
 def test_decide_uses_the_best_non_null_span():

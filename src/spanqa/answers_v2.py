@@ -85,27 +85,25 @@ def null_scores(
     return NullScores(score, feature, start, end)
 
 
-Candidate = tuple[
-    str, float, float
-]  # (text, start_logit, end_logit), as the n-best holds them
+# An n-best candidate: (text, start_logit, end_logit, ...) with anything else after them.
+Candidate = tuple
 
 
 def insert_null(
-    spans: list[Candidate], null: tuple[float, float], n_best: int
+    spans: list[Candidate], null: Candidate, n_best: int
 ) -> list[Candidate]:
-    """The 2.0 n-best: the null candidate ("", its logits) ranked among the 1.1 n-best spans.
+    """The 2.0 n-best: the null candidate ("", its logits, ...) ranked among the 1.1 n-best.
 
     ``spans`` are the best deduplicated non-null spans, best first, at most ``n_best``. The
     null takes its place by score (after spans of equal score, as the reference sorts it in
     last) and counts toward ``n_best``; when it ranks below all ``n_best`` it is appended, as
     the reference does, so the empty answer is always a candidate.
     """
-    total = null[0] + null[1]
-    pos = next((i for i, (_, s, e) in enumerate(spans) if s + e < total), len(spans))
-    entry = ("", float(null[0]), float(null[1]))
+    total = null[1] + null[2]
+    pos = next((i for i, c in enumerate(spans) if c[1] + c[2] < total), len(spans))
     if pos >= n_best:
-        return [*spans[:n_best], entry]
-    return [*spans[:pos], entry, *spans[pos : n_best - 1]]
+        return [*spans[:n_best], null]
+    return [*spans[:pos], null, *spans[pos : n_best - 1]]
 
 
 def decide(
