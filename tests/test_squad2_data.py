@@ -24,7 +24,7 @@ def test_fixture_reads_as_squad2(squad2_json, heldout_json):
     examples = read_squad(squad2_json)
     assert is_squad2(examples)
     impossible = [ex for ex in examples if ex.is_impossible]
-    assert len(examples) == 77 and len(impossible) == 22
+    assert len(examples) == 76 and len(impossible) == 21
     assert all(ex.answers == [] for ex in impossible)
     assert all(ex.answers and ex.is_impossible is False for ex in examples if not ex.is_impossible)
     # The answerable questions are the 1.1 file's, unchanged.
@@ -83,4 +83,4 @@ def test_bad_squad2_questions_are_one_line_errors(tmp_path, qa, message):
 
 def test_all_impossible_file(squad2_all_impossible_json):
     examples = read_squad(squad2_all_impossible_json)
-    assert len(examples) == 22 and all(ex.is_impossible for ex in examples)
+    assert len(examples) == 21 and all(ex.is_impossible for ex in examples)

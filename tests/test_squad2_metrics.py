@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from spanqa import answers_v2 as v2
+from spanqa.answers import squad2 as v2
 from spanqa.errors import UsageError
 
 # --------------------------------------------------------------------------------------------

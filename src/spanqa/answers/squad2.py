@@ -19,14 +19,13 @@ maximises each, from the best non-null spans and their null odds. Two documented
 from __future__ import annotations
 
 import collections
-import re
-import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from spanqa.answers.scoring import normalize_answer
 from spanqa.errors import UsageError
 
 NULL_ODDS_FILE = "null_odds.json"
@@ -89,9 +88,7 @@ def null_scores(
 Candidate = tuple
 
 
-def insert_null(
-    spans: list[Candidate], null: Candidate, n_best: int
-) -> list[Candidate]:
+def insert_null(spans: list[Candidate], null: Candidate, n_best: int) -> list[Candidate]:
     """The 2.0 n-best: the null candidate ("", its logits, ...) ranked among the 1.1 n-best.
 
     ``spans`` are the best deduplicated non-null spans, best first, at most ``n_best``. The
@@ -106,41 +103,27 @@ def insert_null(
     return [*spans[:pos], null, *spans[pos : n_best - 1]]
 
 
-def decide(
-    nbest: list[Candidate], null_score: float, threshold: float
-) -> tuple[str, float, str]:
+def decide(nbest: list[Candidate], null_score: float, threshold: float) -> tuple[str, float, str]:
     """(prediction, null odds, best non-null text) of one question from its 2.0 n-best.
 
     With no non-null candidate the answer is "" and the odds ``NO_SPAN_NULL_ODDS``.
     """
     best = next((c for c in nbest if c[0]), None)
-    if (
-        best is None
-    ):  # also an example without windows (null_score +inf): it has no span either
+    if best is None:  # also an example without windows (null_score +inf): it has no span either
         return "", NO_SPAN_NULL_ODDS, ""
     diff = float(null_score) - (best[1] + best[2])
     return ("" if diff > threshold else best[0]), diff, best[0]
 
 
-def apply_threshold(
-    best_spans: Mapping[str, str], null_odds: Mapping[str, float], threshold: float
-) -> dict[str, str]:
+def apply_threshold(best_spans: Mapping[str, str], null_odds: Mapping[str, float], threshold: float) -> dict[str, str]:
     """Predictions at ``threshold``: "" where the null odds exceed it, else the best span."""
-    return {
-        q: ("" if null_odds[q] > threshold else text) for q, text in best_spans.items()
-    }
+    return {q: ("" if null_odds[q] > threshold else text) for q, text in best_spans.items()}
 
 
 # --------------------------------------------------------------------------------------------
 # Gold answers and per-question scores (evaluate-v2.0.py's rules)
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCTUATION = frozenset(string.punctuation)
-
-
-def _normalize(s: str) -> str:
-    s = "".join(ch for ch in s.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", s).split())
+_normalize = normalize_answer  # the same in evaluate-v1.1.py and evaluate-v2.0.py
 
 
 def _exact(gold: str, pred: str) -> int:
@@ -165,6 +148,11 @@ class Gold:
     texts: tuple[str, ...]  # what a prediction is scored against ("" for no answer)
 
 
+def is_squad2(examples: Iterable[Any]) -> bool:
+    """Whether parsed examples come from a SQuAD 2.0 file (their ``is_impossible`` is set)."""
+    return any(getattr(ex, "is_impossible", None) is not None for ex in examples)
+
+
 def gold_answers(examples: Iterable[Any]) -> dict[str, Gold]:
     """Question id -> Gold from parsed examples (``qas_id``, ``answers``, ``is_impossible``).
 
@@ -181,9 +169,7 @@ def gold_answers(examples: Iterable[Any]) -> dict[str, Gold]:
 
 
 def question_scores(gold: Gold, pred: str) -> tuple[float, float]:
-    return max(_exact(g, pred) for g in gold.texts), max(
-        _f1(g, pred) for g in gold.texts
-    )
+    return max(_exact(g, pred) for g in gold.texts), max(_f1(g, pred) for g in gold.texts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,9 +193,7 @@ def score(
     exact: dict[str, float] = {}
     f1: dict[str, float] = {}
     for q, g in gold.items():
-        exact[q], f1[q] = (
-            question_scores(g, predictions[q]) if q in predictions else (0.0, 0.0)
-        )
+        exact[q], f1[q] = question_scores(g, predictions[q]) if q in predictions else (0.0, 0.0)
     has = [q for q, g in gold.items() if g.has_answer]
     no = [q for q, g in gold.items() if not g.has_answer]
     out: dict[str, Any] = _block("", exact, f1, list(gold))
@@ -227,9 +211,17 @@ def score(
     return out
 
 
-def _block(
-    prefix: str, exact: Mapping[str, float], f1: Mapping[str, float], qids: list[str]
-) -> dict:
+def score_examples(
+    examples: Sequence[Any],
+    predictions: Mapping[str, str],
+    null_odds: Mapping[str, float] | None = None,
+    best_spans: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """``score`` against parsed examples' gold answers."""
+    return score(gold_answers(examples), predictions, null_odds, best_spans)
+
+
+def _block(prefix: str, exact: Mapping[str, float], f1: Mapping[str, float], qids: list[str]) -> dict:
     n = len(qids)
     return {
         f"{prefix}exact": 100.0 * sum(exact[q] for q in qids) / n,
@@ -252,9 +244,7 @@ def best_threshold(
     """
     missing = [q for q in spans if q in gold and q not in null_odds]
     if missing:
-        raise UsageError(
-            f"question {missing[0]} has a prediction but no null odds; pass the run's {NULL_ODDS_FILE}"
-        )
+        raise UsageError(f"question {missing[0]} has a prediction but no null odds; pass the run's {NULL_ODDS_FILE}")
     gain: dict[float, float] = collections.defaultdict(float)
     total = 0.0  # everything answered ""
     for q, g in gold.items():
