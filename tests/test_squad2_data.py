@@ -31,7 +31,11 @@ def test_fixture_reads_as_squad2(squad2_json, heldout_json):
     v1 = {ex.qas_id: ex for ex in read_squad(heldout_json)}
     for ex in examples:
         if ex.qas_id in v1 and not ex.qas_id.endswith("-long"):
-            assert (ex.question_text, ex.answers, ex.doc_tokens) == (v1[ex.qas_id].question_text, v1[ex.qas_id].answers, v1[ex.qas_id].doc_tokens)
+            assert (ex.question_text, ex.answers, ex.doc_tokens) == (
+                v1[ex.qas_id].question_text,
+                v1[ex.qas_id].answers,
+                v1[ex.qas_id].doc_tokens,
+            )
 
 
 def test_squad11_files_are_read_as_before(heldout_json):
@@ -41,7 +45,10 @@ def test_squad11_files_are_read_as_before(heldout_json):
 
 
 def test_version_key_alone_makes_a_squad2_file(tmp_path):
-    qas = [{"id": "a", "question": "Capital?", "answers": [{"text": "Paris", "answer_start": 0}]}, {"id": "b", "question": "Moon?", "answers": []}]
+    qas = [
+        {"id": "a", "question": "Capital?", "answers": [{"text": "Paris", "answer_start": 0}]},
+        {"id": "b", "question": "Moon?", "answers": []},
+    ]
     examples = read_squad(_file(tmp_path, qas, version="v2.0"))
     assert is_squad2(examples)
     assert [ex.is_impossible for ex in examples] == [False, True]
@@ -50,7 +57,13 @@ def test_version_key_alone_makes_a_squad2_file(tmp_path):
 def test_short_form_and_plausible_answers(tmp_path):
     qas = [
         {"id": "s", "question": "Moon?", "is_impossible": True},
-        {"id": "p", "question": "Capital of Spain?", "is_impossible": True, "answers": [], "plausible_answers": [{"text": "Paris", "answer_start": 0}]},
+        {
+            "id": "p",
+            "question": "Capital of Spain?",
+            "is_impossible": True,
+            "answers": [],
+            "plausible_answers": [{"text": "Paris", "answer_start": 0}],
+        },
     ]
     examples = read_squad(_file(tmp_path, qas))
     assert [(ex.is_impossible, ex.answers) for ex in examples] == [(True, []), (True, [])]

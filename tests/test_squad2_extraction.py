@@ -85,3 +85,28 @@ def test_no_valid_span_answers_empty_with_documented_odds(features):
     assert got.null_odds["q"] == NO_SPAN_NULL_ODDS
     assert [c["text"] for c in got.nbest["q"]] == [""]
     assert got.nbest["q"][0]["probability"] == 1.0
+
+
+def test_squad11_predictions_unchanged_on_the_heldout_set(heldout_json, standin_dir):
+    """Every held-out question, seeded logits: the 1.1 path's predictions.json and n-best are
+    byte for byte those of the extraction before 2.0 existed (sha256 recorded from it)."""
+    import hashlib
+    import json
+
+    from spanqa.data.squad import read_squad
+    from spanqa.data.vocab import resolve_tokenizer
+
+    examples = read_squad(heldout_json)
+    f = build_features(examples, resolve_tokenizer(standin_dir), FeatureSettings(max_seq_length=384))
+    rng = np.random.default_rng(13)
+    start = rng.standard_normal(f.input_ids.shape, dtype=np.float32)
+    end = rng.standard_normal(f.input_ids.shape, dtype=np.float32)
+    predictions, nbest = predict(f, start, end, AnswerSettings())
+    digest = [hashlib.sha256(json.dumps(x, ensure_ascii=False).encode()).hexdigest() for x in (predictions, nbest)]
+    assert digest == [
+        "4bb0b4c24b38315f87e2a807990a044c66cdc0c7dfbbb04a5c23429922d4367f",
+        "89aa31c9af3153bf95511f8e722e89fff478dcce54865c7de214924844ac64fa",
+    ]
+    # 2.0 keeps the same best spans: the null only joins the candidates.
+    v2 = predict_answers(f, start, end, AnswerSettings(version_2_with_negative=True))
+    assert v2.best_spans == predictions

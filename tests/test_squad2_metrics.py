@@ -41,10 +41,7 @@ def ref_exact(gold: str, pred: str) -> float:
 
 
 def ref_golds(questions: dict[str, list[str]]) -> dict[str, list[str]]:
-    return {
-        q: [a for a in answers if ref_norm(a)] or [""]
-        for q, answers in questions.items()
-    }
+    return {q: [a for a in answers if ref_norm(a)] or [""] for q, answers in questions.items()}
 
 
 def ref_scores(questions: dict[str, list[str]], preds: dict[str, str]) -> dict:
@@ -59,10 +56,7 @@ def ref_scores(questions: dict[str, list[str]], preds: dict[str, str]) -> dict:
         if not qids:
             continue
         for name, fn in (("exact", ref_exact), ("f1", ref_f1)):
-            got = [
-                max(fn(g, preds[q]) for g in golds[q]) if q in preds else 0.0
-                for q in qids
-            ]
+            got = [max(fn(g, preds[q]) for g in golds[q]) if q in preds else 0.0 for q in qids]
             out[prefix + name] = 100.0 * sum(got) / len(qids)
         out[prefix + "total"] = len(qids)
     return out
@@ -77,16 +71,11 @@ def ref_best(questions, spans, odds, name) -> tuple[float, float]:
     """Max over every threshold that changes something; the lowest threshold among equals."""
     cands = [min(odds.values()) - 1.0, *sorted(set(odds.values()))]
     best = max(ref_at(questions, spans, odds, t, name) for t in cands)
-    return best, next(
-        t for t in cands if ref_at(questions, spans, odds, t, name) == best
-    )
+    return best, next(t for t in cands if ref_at(questions, spans, odds, t, name) == best)
 
 
 def gold_of(questions: dict[str, list[str]]):
-    examples = [
-        SimpleNamespace(qas_id=q, answers=a, is_impossible=not a)
-        for q, a in questions.items()
-    ]
+    examples = [SimpleNamespace(qas_id=q, answers=a, is_impossible=not a) for q, a in questions.items()]
     return v2.gold_answers(examples)
 
 
@@ -101,9 +90,7 @@ def check_against_reference(questions, spans, odds, thresh):
         assert got[f"best_{name}"] == pytest.approx(best, abs=1e-9)
         assert got[f"best_{name}_thresh"] == best_t
         # Re-running at the reported threshold scores exactly the best.
-        assert ref_at(
-            questions, spans, odds, got[f"best_{name}_thresh"], name
-        ) == pytest.approx(best, abs=1e-9)
+        assert ref_at(questions, spans, odds, got[f"best_{name}_thresh"], name) == pytest.approx(best, abs=1e-9)
     return got
 
 
@@ -217,9 +204,7 @@ def test_missing_predictions_score_zero_and_count():
 
 
 def test_null_odds_must_cover_the_predictions():
-    with pytest.raises(
-        UsageError, match="question b has a prediction but no null odds"
-    ):
+    with pytest.raises(UsageError, match="question b has a prediction but no null odds"):
         v2.score(gold_of({"a": ["x"], "b": []}), {"a": "x", "b": ""}, {"a": 0.0})
 
 
@@ -231,17 +216,9 @@ def test_random_cases_match_the_reference(seed):
     questions, spans, odds = {}, {}, {}
     for i in range(n):
         q = f"q{i}"
-        questions[q] = (
-            []
-            if rng.random() < 0.4
-            else [" ".join(rng.sample(words, rng.randint(1, 3)))]
-        )
-        spans[q] = (
-            "" if rng.random() < 0.1 else " ".join(rng.sample(words, rng.randint(1, 3)))
-        )
-        odds[q] = float(
-            rng.choice([-2, -1, -0.5, 0, 0.5, 1, 3])
-        )  # few values: many ties
+        questions[q] = [] if rng.random() < 0.4 else [" ".join(rng.sample(words, rng.randint(1, 3)))]
+        spans[q] = "" if rng.random() < 0.1 else " ".join(rng.sample(words, rng.randint(1, 3)))
+        odds[q] = float(rng.choice([-2, -1, -0.5, 0, 0.5, 1, 3]))  # few values: many ties
     check_against_reference(questions, spans, odds, rng.choice([-1.0, 0.0, 0.5, 2.0]))
 
 
