@@ -57,7 +57,8 @@ class AnswerSettings:
     rank_padding: bool = False
     # SQuAD 2.0: the null answer ([CLS]) is a candidate, and a question answers "" when its
     # null score minus its best span's score exceeds the threshold (Google BERT / Hugging Face).
-    version_2_with_negative: bool = False
+    # None: decided from the dataset / model package (spanqa.answers.squad2.resolve_version_2).
+    version_2_with_negative: bool | None = None
     null_score_diff_threshold: float = 0.0
 
     def __post_init__(self) -> None:

@@ -284,7 +284,7 @@ def predict_answers(
         feat = cand_start = cand_end = cand_start_logit = cand_end_logit = []
         bounds = [0] * (len(examples) + 1)
 
-    version_2 = settings.version_2_with_negative
+    version_2 = bool(settings.version_2_with_negative)  # None (undecided) is 1.1
     if version_2:
         nulls = squad2.null_scores(example_index, start, end, len(examples))
         null_odds: dict[str, float] = {}

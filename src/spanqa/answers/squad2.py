@@ -19,8 +19,11 @@ maximises each, from the best non-null spans and their null odds. Two documented
 from __future__ import annotations
 
 import collections
+import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -261,3 +264,49 @@ def best_threshold(
         if total > best:
             best, thresh = total, value
     return 100.0 * best / len(gold), thresh
+
+
+# --------------------------------------------------------------------------------------------
+# Which models and datasets are 2.0
+
+_SQUAD_VERSION = re.compile(r"squad[-_ .]?v?([12])(?:\.[01])?(?![0-9])", re.IGNORECASE)
+
+
+def detect_squad_version(source: str | Path) -> int | None:
+    """2 or 1 when a checkpoint's (or .onnx's) name, or its config.json's ``_name_or_path`` /
+    ``finetuning_task``, says "squad2", "squad_v2", "squad-2.0", ... ("squad1", ...); else None."""
+    path = Path(source)
+    names = [path.name, path.parent.name if path.suffix else ""]
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+        names += [str(data.get(k) or "") for k in ("_name_or_path", "finetuning_task")]
+    except (OSError, ValueError, AttributeError):
+        pass  # no readable config: the name alone decides
+    for name in names:
+        m = _SQUAD_VERSION.search(name)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def package_squad_version(package: Any) -> int | None:
+    """The SQuAD version a model package was built for (``compile --squad-version``, recorded
+    in its manifest's settings), else what its model file's name says."""
+    recorded = (package.manifest.settings or {}).get("squad_version")
+    return int(recorded) if recorded else detect_squad_version(package.model_path)
+
+
+def resolve_version_2(
+    answers: Any, *, examples: Sequence[Any] | None = None, package: Any = None, features_manifest: Mapping | None = None
+) -> Any:
+    """``answers`` (AnswerSettings) with ``version_2_with_negative`` decided when it is None:
+    on for a 2.0 dataset, for features preprocessed for 2.0, or for a model built for 2.0."""
+    if answers.version_2_with_negative is not None:
+        return answers
+    on = bool(
+        (examples is not None and is_squad2(examples))
+        or (features_manifest or {}).get("version_2_with_negative")
+        or (package is not None and package_squad_version(package) == 2)
+    )
+    return replace(answers, version_2_with_negative=on)
