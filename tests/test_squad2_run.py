@@ -23,7 +23,7 @@ def _run(args):
 @pytest.fixture(scope="module")
 def first_run(squad2_json, standin_package, tmp_path_factory):
     out = tmp_path_factory.mktemp("run2") / "res"
-    r = _run([str(squad2_json), "--model", str(standin_package), "-o", str(out)])
+    r = _run([str(squad2_json), "--model", str(standin_package), "-o", str(out), "--keep-files"])
     return r, out, json.loads((out / "result.json").read_text())
 
 
@@ -94,7 +94,9 @@ def test_null_answer_off_scores_spans_with_squad2_metrics(first_run, squad2_json
 
 
 def test_tune_threshold_needs_the_null_answer(heldout_json, standin_package, tmp_path):
-    r = CliRunner().invoke(main, ["run", str(heldout_json), "--model", str(standin_package), "-o", str(tmp_path / "x"), "--tune-threshold"])
+    r = CliRunner().invoke(
+        main, ["run", str(heldout_json), "--model", str(standin_package), "-o", str(tmp_path / "x"), "--tune-threshold"]
+    )
     assert r.exit_code == 2
     assert "--tune-threshold needs the null answer" in r.output
 
@@ -102,3 +104,28 @@ def test_tune_threshold_needs_the_null_answer(heldout_json, standin_package, tmp
 def _gold(path) -> dict[str, list[str]]:
     data = json.loads(path.read_text())["data"]
     return {qa["id"]: [a["text"] for a in qa.get("answers", [])] for a in data for p in a["paragraphs"] for qa in p["qas"]}
+
+
+def test_evaluate_on_kept_files_gives_the_same_result(first_run, squad2_json, tmp_path):
+    # The kept features record version_2_with_negative: evaluate turns the null answer on.
+    _, out, result = first_run
+    assert json.loads((out / "features" / "manifest.json").read_text())["version_2_with_negative"] is True
+    again = tmp_path / "ev"
+    r = CliRunner().invoke(
+        main,
+        ["evaluate", str(squad2_json), "--features", str(out / "features"), "--outputs", str(out / "outputs"), "-o", str(again)],
+    )
+    assert r.exit_code == 0, r.output
+    got = json.loads((again / "result.json").read_text())
+    assert {k: got[k] for k in KEYS | BEST} == {k: result[k] for k in KEYS | BEST}
+    for name in ("predictions.json", "null_odds.json"):
+        assert json.loads((again / name).read_text()) == json.loads((out / name).read_text())
+    assert "best F1 / threshold" in r.output
+
+
+def test_preprocess_records_the_version(squad2_json, standin_package, tmp_path):
+    for flag, want in (([], True), (["--no-version-2-with-negative"], None)):
+        out = tmp_path / f"f{len(flag)}"
+        r = CliRunner().invoke(main, ["preprocess", str(squad2_json), "-o", str(out), "--model", str(standin_package), *flag])
+        assert r.exit_code == 0, r.output
+        assert json.loads((out / "manifest.json").read_text()).get("version_2_with_negative") is want

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from spanqa.answers.scoring import normalize_answer
+from spanqa.data.squad import is_squad2
 from spanqa.errors import UsageError
 
 NULL_ODDS_FILE = "null_odds.json"
@@ -149,11 +150,6 @@ def _f1(gold: str, pred: str) -> float:
 class Gold:
     has_answer: bool
     texts: tuple[str, ...]  # what a prediction is scored against ("" for no answer)
-
-
-def is_squad2(examples: Iterable[Any]) -> bool:
-    """Whether parsed examples come from a SQuAD 2.0 file (their ``is_impossible`` is set)."""
-    return any(getattr(ex, "is_impossible", None) is not None for ex in examples)
 
 
 def gold_answers(examples: Iterable[Any]) -> dict[str, Gold]:

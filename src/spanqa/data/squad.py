@@ -13,7 +13,7 @@ from typing import Any
 from spanqa.data.tokenization import split_words, word_spans
 from spanqa.errors import DatasetError
 
-__all__ = ["Example", "examples_from_text", "read_squad", "split_words"]
+__all__ = ["Example", "examples_from_text", "is_squad2", "read_squad", "split_words"]
 
 
 @dataclass
@@ -134,6 +134,11 @@ def read_squad(path: str | Path) -> list[Example]:
     if not examples:
         raise DatasetError(f"{path}: no questions found; pass a SQuAD file with 'qas'")
     return examples
+
+
+def is_squad2(examples) -> bool:
+    """Whether parsed examples come from a SQuAD 2.0 file (their ``is_impossible`` is set)."""
+    return any(ex.is_impossible is not None for ex in examples)
 
 
 def _answer_list(qa: dict, key: str, where: str) -> list[str]:

@@ -166,7 +166,14 @@ def _keep_files(evaluation, keep: Path, settings: RunSettings, tokenizer, datase
     from spanqa.data.folders import write_features
 
     batch = settings.batch_size or 1
-    write_features(evaluation.features, keep / "features", batch, tokenizer=tokenizer, dataset=dataset)
+    write_features(
+        evaluation.features,
+        keep / "features",
+        batch,
+        tokenizer=tokenizer,
+        dataset=dataset,
+        version_2_with_negative=bool(settings.answers.version_2_with_negative),
+    )
     n, width = evaluation.start_logits.shape
     out = keep / "outputs"
     out.mkdir()
