@@ -28,16 +28,11 @@ def _norm(text: str) -> str:
 def _absent(answers: list[dict], context: str) -> bool:
     """True when no gold answer occurs in ``context``, raw or normalised."""
     low, norm = context.lower(), _norm(context)
-    return all(
-        a["text"].lower() not in low and _norm(a["text"]) not in norm for a in answers
-    )
+    return all(a["text"].lower() not in low and _norm(a["text"]) not in norm for a in answers)
 
 
 def _answerable(qa: dict, shift: int = 0) -> dict:
-    answers = [
-        {"text": a["text"], "answer_start": a["answer_start"] + shift}
-        for a in qa["answers"]
-    ]
+    answers = [{"text": a["text"], "answer_start": a["answer_start"] + shift} for a in qa["answers"]]
     return {
         "id": qa["id"],
         "question": qa["question"],
@@ -55,9 +50,7 @@ def _impossible(qa: dict, suffix: str) -> dict:
     }
 
 
-def make_squad2(
-    source: str | Path, articles: int = 3, paragraphs: int = 3, negatives: int = 2
-) -> dict:
+def make_squad2(source: str | Path, articles: int = 3, paragraphs: int = 3, negatives: int = 2) -> dict:
     data = json.loads(Path(source).read_text(encoding="utf-8"))["data"][:articles]
     out = []
     for article in data:
@@ -66,14 +59,8 @@ def make_squad2(
         for i, para in enumerate(paras[:paragraphs]):
             qas = [_answerable(qa) for qa in para["qas"]]
             # Donors: the article's other paragraphs, nearest first (same topic, other facts).
-            donors = [
-                qa
-                for j in range(1, len(paras))
-                for qa in paras[(i + j) % len(paras)]["qas"]
-            ]
-            picked = [qa for qa in donors if _absent(qa["answers"], para["context"])][
-                :negatives
-            ]
+            donors = [qa for j in range(1, len(paras)) for qa in paras[(i + j) % len(paras)]["qas"]]
+            picked = [qa for qa in donors if _absent(qa["answers"], para["context"])][:negatives]
             qas += [_impossible(qa, f"neg{i}") for qa in picked]
             kept.append({"context": para["context"], "qas": qas})
         out.append({"title": article["title"], "paragraphs": kept})
@@ -91,12 +78,7 @@ def _edge_cases(article: dict, other: dict) -> dict:
     first = min(paras[0]["qas"], key=lambda qa: qa["answers"][0]["answer_start"])
     long_qas = [_answerable(first), _answerable(paras[-1]["qas"][0], shift)]
     long_qas = [{**qa, "id": f"{qa['id']}-long"} for qa in long_qas]
-    stranger = next(
-        qa
-        for p in other["paragraphs"]
-        for qa in p["qas"]
-        if _absent(qa["answers"], joined)
-    )
+    stranger = next(qa for p in other["paragraphs"] for qa in p["qas"] if _absent(qa["answers"], joined))
     long_qas.append(_impossible(stranger, "long"))
 
     # A plausible answer: the paragraph's first answer, to a question it does not answer.
@@ -106,9 +88,7 @@ def _edge_cases(article: dict, other: dict) -> dict:
         "id": "edge-plausible",
         "question": f"Which other name than {gold['text']!r} did its author reject?",
         "answers": [],
-        "plausible_answers": [
-            {"text": gold["text"], "answer_start": gold["answer_start"]}
-        ],
+        "plausible_answers": [{"text": gold["text"], "answer_start": gold["answer_start"]}],
         "is_impossible": True,
     }
     short = {
