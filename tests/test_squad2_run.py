@@ -129,3 +129,12 @@ def test_preprocess_records_the_version(squad2_json, standin_package, tmp_path):
         r = CliRunner().invoke(main, ["preprocess", str(squad2_json), "-o", str(out), "--model", str(standin_package), *flag])
         assert r.exit_code == 0, r.output
         assert json.loads((out / "manifest.json").read_text()).get("version_2_with_negative") is want
+
+
+def test_report_reads_a_squad2_result(first_run):
+    from spanqa.offline.report import report_lines
+
+    _, out, result = first_run
+    assert report_lines(out / "result.json") == [
+        f"{out / 'result.json'}: EM {result['exact']:.3f}, F1 {result['f1']:.3f} (76 questions)"
+    ]
