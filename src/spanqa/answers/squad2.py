@@ -33,7 +33,6 @@ from spanqa.data.squad import is_squad2
 from spanqa.errors import UsageError
 
 NULL_ODDS_FILE = "null_odds.json"
-BEST_SPANS_FILE = "best_non_null_predictions.json"
 
 # Null odds of a question with no valid non-null span in any window: its answer is "" at any
 # threshold; a finite value (JSON has no infinity) far above any difference of two logits.
