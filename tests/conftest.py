@@ -183,3 +183,21 @@ def heldout_run(heldout_json, heldout_stride, standin_package, tmp_path_factory)
     root = tmp_path_factory.mktemp("heldout-run")
     dataset = heldout_json if heldout_stride == 1 else every_kth_question(heldout_json, root / "sample.json", heldout_stride)
     return run(dataset, standin_package, root / "res")
+
+
+# ---------------------------------------------------------------------------------------------
+# SQuAD 2.0 files made from the held-out set (tests/squad2_fixture.py): a few articles.
+
+
+@pytest.fixture(scope="session")
+def squad2_json(heldout_json, tmp_path_factory) -> Path:
+    from squad2_fixture import make_squad2, write
+
+    return write(make_squad2(heldout_json), tmp_path_factory.mktemp("squad2") / "dev-v2.0-small.json")
+
+
+@pytest.fixture(scope="session")
+def squad2_all_impossible_json(heldout_json, tmp_path_factory) -> Path:
+    from squad2_fixture import make_all_impossible, write
+
+    return write(make_all_impossible(heldout_json), tmp_path_factory.mktemp("squad2") / "all-impossible.json")

@@ -8,6 +8,7 @@ imports nothing heavy, so ``--help`` stays instant.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,12 +55,19 @@ class AnswerSettings:
     # only a feature's real tokens, which makes answers independent of how much padding a
     # batch carries (length-aware batching); True reproduces the reference on padded logits.
     rank_padding: bool = False
+    # SQuAD 2.0: the null answer ([CLS]) is a candidate, and a question answers "" when its
+    # null score minus its best span's score exceeds the threshold (Google BERT / Hugging Face).
+    # None: decided from the dataset / model package (spanqa.answers.squad2.resolve_version_2).
+    version_2_with_negative: bool | None = None
+    null_score_diff_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n_best_size < 1:
             raise UsageError(f"n_best_size must be at least 1, got {self.n_best_size}")
         if self.max_answer_length < 1:
             raise UsageError(f"max_answer_length must be at least 1, got {self.max_answer_length}")
+        if not math.isfinite(self.null_score_diff_threshold):
+            raise UsageError(f"null_score_diff_threshold must be a finite number, got {self.null_score_diff_threshold}")
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,9 @@ class CompileSettings:
     guard: str | None = None  # SQuAD JSON on which the new model must keep 99.5% of fp32's F1
     guard_questions: int = 1000
     unguarded: bool = False  # --no-guard: build a reduced-precision model nobody measured
+    # The SQuAD version the model was fine-tuned for (2: it answers "no answer"); None: detect
+    # from the checkpoint's name and config, else 1.
+    squad_version: int | None = None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from spanqa.cli._common import overwrite_option, quiet_option, setting
+from spanqa.cli._common import overwrite_option, quiet_option, setting, squad2_options, squad2_rows
 from spanqa.settings import AnswerSettings, BatchingSettings, FeatureSettings, GuardSettings, RunSettings
 
 COMMANDS: list[click.Command] = []
@@ -22,7 +22,9 @@ def print_run_table(report) -> None:
     r = report.result
     lat = s["inference"].get("latency_ms") or {}
     rows = [("questions", f"{s['questions']}"), ("features", f"{s['features']}")]
-    if r is not None:
+    if r is not None and "exact" in r:  # SQuAD 2.0 metrics
+        rows += squad2_rows(r)
+    elif r is not None:
         rows += [("exact match", f"{r['exact_match']:.2f}"), ("F1", f"{r['f1']:.2f}")]
     rows += [
         ("end-to-end questions/s", _fmt(s["end_to_end_questions_per_s"], ".2f")),
@@ -31,11 +33,14 @@ def print_run_table(report) -> None:
         ("target / runtime / threads", f"{s['target']} / {s['runtime']['name']} / {s['threads']}"),
     ]
     width = max(len(k) for k, _ in rows)
-    click.echo("-" * (width + 16))
+    cell = max(12, *(len(v) for _, v in rows))
+    click.echo("-" * (width + cell + 4))
     for key, value in rows:
-        click.echo(f"{key:<{width}}  {value:>12}")
-    click.echo("-" * (width + 16))
+        click.echo(f"{key:<{width}}  {value:>{cell}}")
+    click.echo("-" * (width + cell + 4))
     written = "predictions.json, nbest_predictions.json, result.json and summary.json"
+    if report.evaluation.null_odds is not None:
+        written = "predictions.json, nbest_predictions.json, null_odds.json, result.json and summary.json"
     if r is None:
         written = "predictions.json, nbest_predictions.json and summary.json (no gold answers: nothing scored)"
     click.echo(f"Wrote {written} to {report.result_dir}")
@@ -84,6 +89,12 @@ def warn_unguarded(package) -> None:
 @setting(FeatureSettings, "max_query_length", "--max-query-length", type=click.IntRange(min=1))
 @setting(AnswerSettings, "n_best_size", "--n-best", type=click.IntRange(min=1))
 @setting(AnswerSettings, "max_answer_length", "--max-answer-length", type=click.IntRange(min=1))
+@squad2_options
+@click.option(
+    "--tune-threshold",
+    is_flag=True,
+    help="SQuAD 2.0: answer at the threshold that maximises F1 on DATASET and record it in result.json.",
+)
 @click.option(
     "--guard",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -121,6 +132,9 @@ def run_cmd(
     max_query_length,
     n_best,
     max_answer_length,
+    version_2,
+    null_score_diff_threshold,
+    tune_threshold,
     guard,
     no_guard,
     guard_questions,
@@ -166,10 +180,17 @@ def run_cmd(
         batch_size=batch_size,
         threads=threads,
         features=FeatureSettings(max_seq_length=length, doc_stride=doc_stride, max_query_length=max_query_length),
-        answers=AnswerSettings(n_best_size=n_best, max_answer_length=max_answer_length),
+        answers=AnswerSettings(
+            n_best_size=n_best,
+            max_answer_length=max_answer_length,
+            version_2_with_negative=version_2,
+            null_score_diff_threshold=null_score_diff_threshold,
+        ),
         batching=BatchingSettings(token_budget=token_budget, length_aware=not no_length_aware),
     )
-    report = run(dataset, package, result_dir, settings, keep_files=keep_files, overwrite=overwrite)
+    report = run(
+        dataset, package, result_dir, settings, keep_files=keep_files, overwrite=overwrite, tune_threshold=tune_threshold
+    )
     print_run_table(report)
 
 
