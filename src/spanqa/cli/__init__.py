@@ -38,9 +38,9 @@ def main(quiet: bool) -> None:
 
 
 def _register() -> None:
-    from spanqa.cli import bench, data, download, evaluate, infer, model
+    from spanqa.cli import bench, data, download, evaluate, infer, model, serve
 
-    for module in (download, model, data, infer, evaluate, bench):
+    for module in (download, model, data, infer, evaluate, bench, serve):
         for command in module.COMMANDS:
             main.add_command(command)
 

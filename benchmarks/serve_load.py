@@ -1,0 +1,346 @@
+"""Load test: ``spanqa serve`` against the service users write by hand, in one run.
+
+    # once: the peer needs transformers 4.x (transformers 5 dropped the question-answering pipeline)
+    python -m venv --system-site-packages /tmp/serve-peer-venv
+    /tmp/serve-peer-venv/bin/pip install transformers==4.57.6 tokenizers==0.22.2 huggingface_hub==0.36.2
+
+    PYTHONPATH=src python benchmarks/serve_load.py [--model CHECKPOINT] [--target cpu-fp32]
+        [--threads 2] [--concurrency 1,4,16,64] [--seconds 10] [--questions 400]
+        [--peer-python /tmp/serve-peer-venv/bin/python] [--json out.json]
+
+Rows, each a fresh server on 127.0.0.1 with the same model and thread count:
+  offline Engine       Engine.answer_many over all the questions at once (no HTTP): the ceiling.
+  spanqa serve         one replica, --threads-per-replica THREADS, the package of --target.
+  pipeline + FastAPI   transformers.pipeline("question-answering") (PyTorch eager, its defaults:
+                       384 tokens, stride 128) called from a plain ``def`` FastAPI handler under
+                       uvicorn, torch.set_num_threads(THREADS): what a user writes by hand.
+
+Load: an async httpx client, CONCURRENCY requests always in flight, each one question (a held-out
+question taken evenly through dev-v1.1-heldout.json, in turn), for --seconds after a short
+warm-up; throughput = answered / wall time; latency percentiles over the answered requests. The
+client shares the machine's cores with the server (it is the only machine there is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHARED = ROOT.parent / "shared"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_questions(path: Path, n: int) -> list[dict]:
+    data = json.loads(path.read_text())["data"]
+    qs = [
+        {"question": qa["question"], "context": p["context"]}
+        for a in data
+        for p in a["paragraphs"]
+        for qa in p["qas"]
+    ]
+    step = max(1, len(qs) // n)
+    return qs[::step][:n]
+
+
+def wait_ready(
+    url: str, proc: subprocess.Popen, path: str, timeout: float = 300
+) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited {proc.returncode}")
+        try:
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit(f"{url} not ready in {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def run_level(
+    url: str,
+    questions: list[dict],
+    concurrency: int,
+    seconds: float,
+    warmup: float = 2.0,
+) -> dict:
+    import httpx
+
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency
+    )
+    latencies: list[float] = []
+    failures: dict[int, int] = {}
+    counter = itertools.count()
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+
+        async def worker(until: float, record: bool) -> None:
+            while time.perf_counter() < until:
+                q = questions[next(counter) % len(questions)]
+                t = time.perf_counter()
+                r = await client.post("/v1/answer", json={"inputs": q})
+                if not record:
+                    continue
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t)
+                else:
+                    failures[r.status_code] = failures.get(r.status_code, 0) + 1
+
+        await asyncio.gather(
+            *(worker(time.perf_counter() + warmup, False) for _ in range(concurrency))
+        )
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(t0 + seconds, True) for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    lat = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return (
+            1000 * lat[min(len(lat) - 1, round(p / 100 * (len(lat) - 1)))]
+            if lat
+            else float("nan")
+        )
+
+    return {
+        "concurrency": concurrency,
+        "answered": len(lat),
+        "failed": failures,
+        "q_per_s": len(lat) / wall,
+        "p50_ms": pct(50),
+        "p95_ms": pct(95),
+        "p99_ms": pct(99),
+        "mean_ms": 1000 * statistics.fmean(lat) if lat else float("nan"),
+    }
+
+
+def offline(package: str, questions: list[dict], threads: int) -> dict:
+    from spanqa import progress
+    from spanqa.engine import Engine
+
+    progress.set_quiet(True)
+    with Engine.load(package, threads=threads) as engine:
+        engine.answer_many(questions[:16])  # warm-up
+        t = time.perf_counter()
+        engine.answer_many(questions)
+        seconds = time.perf_counter() - t
+    return {"q_per_s": len(questions) / seconds, "seconds": seconds}
+
+
+def machine(threads: int) -> dict:
+    cpu = platform.machine()
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [
+        f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags
+    ]
+    return {
+        "cpu": cpu,
+        "isa": isa,
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "threads": threads,
+        "python": platform.python_version(),
+    }
+
+
+def peer_main(args) -> None:
+    """The peer server, run in the peer venv: the hand-written pipeline service."""
+    import torch
+    import uvicorn
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+    from transformers import pipeline
+
+    torch.set_num_threads(args.threads)
+    qa = pipeline(
+        "question-answering", model=args.hf_dir, tokenizer=args.hf_dir, device=-1
+    )
+    app = FastAPI()
+
+    class Body(BaseModel):
+        inputs: dict
+        parameters: dict = {}
+
+    @app.post("/v1/answer")
+    def answer(body: Body):
+        return qa(
+            question=body.inputs["question"],
+            context=body.inputs["context"],
+            **body.parameters,
+        )
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "alive"}
+
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+def table(rows: list[dict]) -> str:
+    out = [
+        "| system | concurrency | q/s | p50 ms | p95 ms | p99 ms | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        failed = sum(r["failed"].values()) if r.get("failed") else 0
+        out.append(
+            f"| {r['system']} | {r['concurrency']} | {r['q_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {failed} |"
+        )
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--model", default=str(SHARED / "models" / "standin-minilm-squad"))
+    ap.add_argument("--target", default="cpu-fp32")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--concurrency", default="1,4,16,64")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--questions", type=int, default=400)
+    ap.add_argument(
+        "--dataset", default=str(SHARED / "data" / "squad" / "dev-v1.1-heldout.json")
+    )
+    ap.add_argument("--peer-python", default="/tmp/serve-peer-venv/bin/python")
+    ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--serve-args", default="", help="Extra options for spanqa serve.")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--peer-server", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--hf-dir", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.peer_server:
+        return peer_main(args)
+
+    from spanqa.serve.server import resolve_package
+
+    levels = [int(c) for c in args.concurrency.split(",")]
+    questions = load_questions(Path(args.dataset), args.questions)
+    package = resolve_package(args.model, args.target)
+    env = dict(
+        os.environ,
+        PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    )
+    env.pop("SPANQA_API_KEY", None)
+    report: dict = {
+        "machine": machine(args.threads),
+        "package": package,
+        "target": args.target,
+        "questions": len(questions),
+    }
+    print(json.dumps(report["machine"]), flush=True)
+
+    report["offline"] = offline(package, questions, args.threads)
+    print(f"offline Engine: {report['offline']['q_per_s']:.1f} q/s", flush=True)
+    rows: list[dict] = []
+
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "spanqa",
+        "serve",
+        "--model",
+        package,
+        "--port",
+        str(port),
+        "--threads-per-replica",
+        str(args.threads),
+    ]
+    proc = subprocess.Popen(cmd + args.serve_args.split(), env=env)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, "/readyz")
+        for c in levels:
+            r = asyncio.run(
+                run_level(f"http://127.0.0.1:{port}", questions, c, args.seconds)
+            )
+            rows.append({"system": f"spanqa serve ({args.target})", **r})
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    finally:
+        stop(proc)
+
+    if not args.skip_peer:
+        sys.path.insert(0, str(HERE))
+        from peers import make_hf_dir
+
+        hf_dir = make_hf_dir(
+            Path(args.model), Path(tempfile.gettempdir()) / "spanqa-serve-load" / "hf"
+        )
+        port = free_port()
+        peer = [
+            args.peer_python,
+            __file__,
+            "--peer-server",
+            "--hf-dir",
+            str(hf_dir),
+            "--port",
+            str(port),
+            "--threads",
+            str(args.threads),
+        ]
+        proc = subprocess.Popen(peer, env=env)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", proc, "/healthz")
+            for c in levels:
+                r = asyncio.run(
+                    run_level(f"http://127.0.0.1:{port}", questions, c, args.seconds)
+                )
+                rows.append({"system": "pipeline + FastAPI (PyTorch)", **r})
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
+        finally:
+            stop(proc)
+
+    report["rows"] = rows
+    print()
+    print(
+        f"Machine: {report['machine']['cpu']}, {report['machine']['usable_cores']} cores ({', '.join(report['machine']['isa'])}); threads {args.threads}"
+    )
+    print(
+        f"offline Engine ({args.target}, answer_many over {len(questions)} questions): {report['offline']['q_per_s']:.1f} q/s"
+    )
+    print(table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

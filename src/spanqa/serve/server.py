@@ -1,0 +1,130 @@
+"""``spanqa serve`` from start to stop: resolve the model once, start (or join) Ray, deploy,
+wait for SIGTERM / SIGINT, drain, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from spanqa.errors import MissingBackendError, UsageError, missing_backend
+from spanqa.settings import ServeSettings
+
+
+def replica_threads(settings: ServeSettings) -> int:
+    if settings.threads_per_replica:
+        return settings.threads_per_replica
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // settings.replicas)
+
+
+def resolve_package(model: str, target: str) -> str:
+    """The model package to serve. Built here, once, before any replica starts: replicas
+    converting a checkpoint side by side would race for the same cache entry."""
+    from spanqa.engine.resolve import resolve_model
+
+    package, _ = resolve_model(model, target)
+    return str(Path(package.root).resolve())
+
+
+def serve_forever(
+    model: str, settings: ServeSettings, *, say: Callable[[str], None] = print
+) -> int:
+    """Serve until SIGTERM or SIGINT, then let in-flight requests finish and return 0."""
+    settings.check()
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        raise missing_backend("ray[serve]", "serve") from None
+    try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+    except ImportError as exc:
+        raise MissingBackendError(
+            f"{exc.name} is not installed; install it with: pip install 'spanqa[serve]'"
+        ) from None
+
+    from spanqa.serve.app import API_KEY_ENV, key_digest
+    from spanqa.serve.deployment import APP_NAME, build
+
+    package = resolve_package(model, settings.target)
+    threads = replica_threads(settings)
+    local = settings.address is None
+    stop = threading.Event()
+    # Handlers first: a SIGTERM while Ray starts still stops cleanly.
+    previous = {
+        s: signal.signal(s, lambda *_: stop.set())
+        for s in (signal.SIGTERM, signal.SIGINT)
+    }
+    metrics_dir = tempfile.mkdtemp(prefix="spanqa-metrics-")
+    env = {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    if os.environ.get("SPANQA_HOME"):
+        env["SPANQA_HOME"] = os.environ["SPANQA_HOME"]
+    try:
+        if local:
+            # "local" and not None: None would join any cluster `ray start` left on this machine.
+            ray.init(
+                address="local",
+                num_cpus=max(os.cpu_count() or 1, threads * settings.replicas),
+                include_dashboard=False,
+                namespace=APP_NAME,
+                object_store_memory=200
+                * 1024**2,  # answers are small; do not reserve RAM
+                log_to_driver=False,
+            )
+        else:
+            ray.init(address=settings.address, namespace=APP_NAME, log_to_driver=False)
+        serve.start(
+            http_options={
+                "host": settings.host,
+                "port": settings.port,
+                # The replica answers 504 after request_timeout_s; this bounds the wait in Serve's
+                # own queue before a replica takes the request, so no request waits for ever.
+                "request_timeout_s": settings.request_timeout_s * 2,
+            }
+        )
+        app = build(
+            package,
+            settings,
+            threads=threads,
+            api_key_sha256=key_digest(os.environ.get(API_KEY_ENV)),
+            env=env,
+        )
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        say(
+            f"spanqa serve: {Path(package).name} on http://{settings.host}:{settings.port} "
+            f"({settings.replicas} replica(s) x {threads} thread(s); API docs at /docs)"
+        )
+        while not stop.wait(0.5):
+            pass
+        say("spanqa serve: stopping; finishing the requests in flight")
+        # Deleting the application stops its replicas gracefully: each finishes what it holds
+        # (graceful_shutdown_timeout_s) while the proxy still carries the answers back.
+        serve.delete(APP_NAME, _blocking=True)
+        if local:
+            serve.shutdown()
+        say("spanqa serve: stopped")
+        return 0
+    except OSError as exc:
+        raise UsageError(
+            f"cannot serve on {settings.host}:{settings.port}: {exc}"
+        ) from None
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _remove_tree(metrics_dir)
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
