@@ -58,11 +58,13 @@ def serve_forever(
     threads = replica_threads(settings)
     local = settings.address is None
     stop = threading.Event()
-    # Handlers first: a SIGTERM while Ray starts still stops cleanly.
-    previous = {
-        s: signal.signal(s, lambda *_: stop.set())
-        for s in (signal.SIGTERM, signal.SIGINT)
-    }
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def trap() -> None:
+        for s in previous:
+            signal.signal(s, lambda *_: stop.set())
+
+    trap()  # a SIGTERM while Ray starts stops cleanly too
     metrics_dir = tempfile.mkdtemp(prefix="spanqa-metrics-")
     env = {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     if os.environ.get("SPANQA_HOME"):
@@ -75,12 +77,14 @@ def serve_forever(
                 num_cpus=max(os.cpu_count() or 1, threads * settings.replicas),
                 include_dashboard=False,
                 namespace=APP_NAME,
-                object_store_memory=200
-                * 1024**2,  # answers are small; do not reserve RAM
+                object_store_memory=200 * 1024**2,  # answers are small: reserve little
                 log_to_driver=False,
             )
         else:
             ray.init(address=settings.address, namespace=APP_NAME, log_to_driver=False)
+        # Ray's core worker installs its own SIGTERM handler (it aborts the driver, exit 134):
+        # ours goes back on top, or SIGTERM would not drain.
+        trap()
         serve.start(
             http_options={
                 "host": settings.host,
