@@ -319,24 +319,24 @@ def test_oversized_contexts_are_413_naming_the_limit(client):
         "field": "inputs.context",
         "limit": "max_context_chars",
     }
-    # 2,900 one-piece words: 6 windows at 512 tokens, 16 at 256 with a stride of 128.
+    # 1,100 one-piece words: 6 windows at 512 tokens, 8 at 256 (a stride of 128).
     r = client.post(
         "/v1/answer",
         json={
-            "inputs": [QA, {"question": "q", "context": "a " * 2900}],
+            "inputs": [QA, {"question": "q", "context": "a " * 1100}],
             "parameters": {"max_seq_len": 256},
         },
     )
     assert r.status_code == 413
     assert r.json() == {
         "status": 413,
-        "error": "context needs 23 windows of 256 tokens; the limit is 6",
+        "error": "context needs 8 windows of 256 tokens; the limit is 6",
         "field": "inputs.1.context",
         "limit": "max_windows",
     }
     assert (
         client.post(
-            "/v1/answer", json={"inputs": {"question": "q", "context": "a " * 2900}}
+            "/v1/answer", json={"inputs": {"question": "q", "context": "a " * 1100}}
         ).status_code
         == 200
     )

@@ -24,6 +24,25 @@ def replica_threads(settings: ServeSettings) -> int:
     return max(1, cores // settings.replicas)
 
 
+def check_port(host: str, port: int) -> None:
+    """A one-line error now rather than a traceback from Serve's proxy once Ray has started."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port or --host"
+            ) from None
+
+
 def resolve_package(model: str, target: str) -> str:
     """The model package to serve. Built here, once, before any replica starts: replicas
     converting a checkpoint side by side would race for the same cache entry."""
@@ -54,6 +73,8 @@ def serve_forever(
     from spanqa.serve.app import API_KEY_ENV, key_digest
     from spanqa.serve.deployment import APP_NAME, build
 
+    if settings.address is None:
+        check_port(settings.host, settings.port)
     package = resolve_package(model, settings.target)
     threads = replica_threads(settings)
     local = settings.address is None
@@ -116,10 +137,6 @@ def serve_forever(
             serve.shutdown()
         say("spanqa serve: stopped")
         return 0
-    except OSError as exc:
-        raise UsageError(
-            f"cannot serve on {settings.host}:{settings.port}: {exc}"
-        ) from None
     finally:
         if ray.is_initialized():
             ray.shutdown()
