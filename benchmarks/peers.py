@@ -59,9 +59,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -171,7 +172,7 @@ def peer_systems() -> list[System]:
 
 def spanqa_systems() -> Iterator[tuple[str, System]]:
     """spanqa's targets, one per entry of SPANQA_TARGETS that this spanqa knows."""
-    from spanqa.compile import TARGETS
+    from spanqa.registry import TARGETS
 
     for target in SPANQA_TARGETS:
         if target in TARGETS:
@@ -265,7 +266,11 @@ def load_torch_batched(ctx: Context, meter: Meter, batch_size: int = 8, max_len:
                 best[ex] = (cand[0], context[offsets[s][0] : offsets[e][1]])
         return {qid: best.get(i, (0.0, ""))[1] for i, (qid, _, _) in enumerate(items)}
 
-    return answer, {"transformers": transformers.__version__, "attention": model.config._attn_implementation, "batch_size": batch_size}
+    return answer, {
+        "transformers": transformers.__version__,
+        "attention": model.config._attn_implementation,
+        "batch_size": batch_size,
+    }
 
 
 def _best_span(start, end, in_context, n_best: int = 20, max_answer: int = 30):
@@ -362,9 +367,9 @@ def load_optimum_openvino(ctx: Context, meter: Meter):
 
 def load_spanqa(ctx: Context, meter: Meter, target: str):
     from spanqa import __version__
-    from spanqa.package import open_package
-    from spanqa.runtime import RuntimeOptions, open_runtime
-    from spanqa.squad import read_squad
+    from spanqa.data.squad import read_squad
+    from spanqa.models.package import open_package
+    from spanqa.runtimes import RuntimeOptions, open_runtime
 
     package = open_package(ctx.packages[target])
     runtime = MeteredRuntime(open_runtime(package, RuntimeOptions(threads=ctx.threads)), meter)
@@ -382,7 +387,8 @@ def load_spanqa(ctx: Context, meter: Meter, target: str):
 def _spanqa_evaluate():
     """spanqa's in-memory pipeline; the lower-level pieces when spanqa.pipeline lacks it."""
     try:
-        from spanqa.pipeline import RunSettings, evaluate_runtime
+        from spanqa.engine import evaluate_runtime
+        from spanqa.settings import RunSettings
     except ImportError:
         return _spanqa_evaluate_low_level
 
@@ -394,13 +400,16 @@ def _spanqa_evaluate():
 
 
 def _spanqa_evaluate_low_level(runtime, examples, tokenizer, threads):
-    from spanqa.answers import predict
-    from spanqa.batching import BatchingSettings, LogitsCollector, iterate, plan_batches
-    from spanqa.squad import FeatureSettings, build_features
+    from spanqa.answers.extraction import predict
+    from spanqa.data.features import build_features
+    from spanqa.engine.batching import LogitsCollector, iterate, plan_batches
+    from spanqa.settings import BatchingSettings, FeatureSettings
 
     features = build_features(examples, tokenizer, FeatureSettings())
     L = features.settings.max_seq_length
-    batches = plan_batches(features.lengths, BatchingSettings(), max_seq_length=L, fixed_batch=runtime.batch_size, fixed_seq=runtime.seq_len)
+    batches = plan_batches(
+        features.lengths, BatchingSettings(), max_seq_length=L, fixed_batch=runtime.batch_size, fixed_seq=runtime.seq_len
+    )
     collector = LogitsCollector(len(features), max(L, runtime.seq_len or 0))
     for batch, (ids, types, mask) in iterate(features.input_ids, features.segment_ids, features.input_mask, batches):
         collector.add(batch, *runtime.run(ids, types, mask))
@@ -556,7 +565,14 @@ def machine_info(threads: int) -> dict:
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": model, "cores": cores, "threads": threads, "isa": isa, "python": platform.python_version(), "load_avg": os.getloadavg()}
+    return {
+        "cpu": model,
+        "cores": cores,
+        "threads": threads,
+        "isa": isa,
+        "python": platform.python_version(),
+        "load_avg": os.getloadavg(),
+    }
 
 
 def write_subset(heldout: Path, n: int, out: Path) -> int:
@@ -609,7 +625,7 @@ def make_hf_dir(checkpoint: Path, out: Path) -> Path:
     tokenizer_config.json from which every transformers version builds the same fast tokenizer."""
     if (out / "config.json").is_file():
         return out
-    from spanqa.checkpoint import load_checkpoint
+    from spanqa.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(checkpoint)
     tmp = out.with_name(out.name + ".tmp")
@@ -623,8 +639,9 @@ def make_hf_dir(checkpoint: Path, out: Path) -> Path:
 
 
 def make_package(checkpoint: Path, target: str, out: Path, calibration: Path) -> Path:
-    from spanqa.compile import CompileSettings, convert_checkpoint
-    from spanqa.package import MANIFEST_NAME
+    from spanqa.build.compile import convert_checkpoint
+    from spanqa.models.manifest import MANIFEST_NAME
+    from spanqa.settings import CompileSettings
 
     if not (out / MANIFEST_NAME).is_file():
         known = {f.name for f in dataclasses.fields(CompileSettings)}
@@ -657,7 +674,14 @@ def run_worker(python: str, args: list[str], log: Path, timeout: float, threads:
     env["PYTHONWARNINGS"] = "ignore"
     with open(log, "w") as f:
         try:
-            proc = subprocess.run([python, str(Path(__file__).resolve()), *args], stdout=f, stderr=subprocess.STDOUT, env=env, timeout=timeout, cwd=ROOT)
+            proc = subprocess.run(
+                [python, str(Path(__file__).resolve()), *args],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=timeout,
+                cwd=ROOT,
+            )
             code = proc.returncode
         except subprocess.TimeoutExpired:
             return -1, f"timed out after {timeout:.0f} s"
@@ -694,7 +718,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="timed passes per system (median reported)")
     ap.add_argument("--systems", default="", help="comma list of substrings; run only matching systems")
     ap.add_argument("--peers-python", default="/tmp/peers-venv/bin/python", help="interpreter with the peers installed")
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spanqa-peers", help="cache of converted models, exports and logs")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "spanqa-peers",
+        help="cache of converted models, exports and logs",
+    )
     ap.add_argument("--fresh", action="store_true", help="delete --work first (converted models, exports) and rebuild everything")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per system before it is reported as unavailable")
     ap.add_argument("--json", type=Path, help="also write the raw numbers here")
@@ -736,7 +765,13 @@ def main() -> None:
         # of the runs (start and end), each kernel's own figure a median of 7.
         say(f"matmul ceilings ({when}, {threads} threads) ...")
         out = work / f"matmul-{when}.json"
-        code, tail = run_worker(sys.executable, ["--worker", "matmul", "--out", str(out), "--threads", str(threads)], work / "logs" / f"matmul-{when}.log", args.timeout, threads)
+        code, tail = run_worker(
+            sys.executable,
+            ["--worker", "matmul", "--out", str(out), "--threads", str(threads)],
+            work / "logs" / f"matmul-{when}.log",
+            args.timeout,
+            threads,
+        )
         run = json.loads(out.read_text()) if code == 0 else {"gflops": {}, "errors": {"worker": tail}}
         run["when"], run["load_avg"] = when, os.getloadavg()
         report["matmul"]["runs"].append(run)
@@ -761,7 +796,8 @@ def main() -> None:
         spec = work / f"{model}-spec.json"
         spec.write_text(json.dumps(dataclasses.asdict(ctx)))
         cfg = model_config(hf_dir)
-        from spanqa.answers import read_dataset, score
+        from spanqa.answers.extraction import read_dataset
+        from spanqa.answers.scoring import score
 
         gold = read_dataset(subset)
         rows = []
@@ -779,7 +815,13 @@ def main() -> None:
             out.unlink(missing_ok=True)
             python = sys.executable if system.env == "project" else args.peers_python
             log = work / "logs" / f"{model}-{_slug(system.name)}.log"
-            code, tail = run_worker(python, ["--worker", system.name, "--spec", str(spec), "--out", str(out), "--threads", str(threads)], log, args.timeout, threads)
+            code, tail = run_worker(
+                python,
+                ["--worker", system.name, "--spec", str(spec), "--out", str(out), "--threads", str(threads)],
+                log,
+                args.timeout,
+                threads,
+            )
             if not out.is_file():
                 row["unavailable"] = f"worker exited {code}: {tail} (log: {log})"
                 continue
@@ -852,7 +894,10 @@ def _finish(report: dict) -> None:
             r["vs_spanqa_best"] = r["questions_per_s"] / best["questions_per_s"]
         by_name = {r["system"]: r for r in rows}
         c = {"spanqa_best": best["system"], "f1_guard_from": "standin" if passing is not None else "not measured"}
-        for peer, key, need in (("HF pipeline (PyTorch eager)", "x_hf_pipeline", 3.0), ("Optimum ORT int8 (dynamic, avx512_vnni)", "x_optimum_int8", 2.0)):
+        for peer, key, need in (
+            ("HF pipeline (PyTorch eager)", "x_hf_pipeline", 3.0),
+            ("Optimum ORT int8 (dynamic, avx512_vnni)", "x_optimum_int8", 2.0),
+        ):
             if peer in by_name:
                 c[key] = best["questions_per_s"] / by_name[peer]["questions_per_s"]
                 c[key + "_target"] = need
@@ -860,7 +905,10 @@ def _finish(report: dict) -> None:
         fastest = max((r for r in rows if r["spanqa"]), key=lambda r: r["questions_per_s"])
         if fastest is not best:
             c["fastest"] = fastest["system"]
-            for peer, key in (("HF pipeline (PyTorch eager)", "fastest_x_hf_pipeline"), ("Optimum ORT int8 (dynamic, avx512_vnni)", "fastest_x_optimum_int8")):
+            for peer, key in (
+                ("HF pipeline (PyTorch eager)", "fastest_x_hf_pipeline"),
+                ("Optimum ORT int8 (dynamic, avx512_vnni)", "fastest_x_optimum_int8"),
+            ):
                 if peer in by_name:
                     c[key] = fastest["questions_per_s"] / by_name[peer]["questions_per_s"]
         checks[model] = c
@@ -890,10 +938,11 @@ def render(report: dict) -> str:
         "*useful*: real tokens only; *% ceil*: model GFLOP/s over the matmul ceiling of its precision.",
     ]
     for model, block in report["models"].items():
-        cfg = block["config"]
         title = "stand-in (MiniLM-L6, 6 × 384)" if model == "standin" else "random SpanBERT-base shape (12 × 768; F1 meaningless)"
         out += ["", f"## {title} — {block['questions']} held-out questions", ""]
-        out.append("| system | precision | questions/s | × spanqa best | F1 | EM | F1 / spanqa fp32 | model share | model GFLOP/s | useful GFLOP/s | % ceil |")
+        out.append(
+            "| system | precision | questions/s | × spanqa best | F1 | EM | F1 / spanqa fp32 | model share | model GFLOP/s | useful GFLOP/s | % ceil |"
+        )
         out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in block["rows"]:
             if "unavailable" in r:
@@ -919,11 +968,17 @@ def render(report: dict) -> str:
             out.append(f"- **{model}**: " + "; ".join(parts))
             if "fastest" in c:
                 extra = ", ".join(
-                    f"{c[k]:.2f}× {label}" for k, label in (("fastest_x_hf_pipeline", "HF pipeline"), ("fastest_x_optimum_int8", "Optimum ORT int8")) if k in c
+                    f"{c[k]:.2f}× {label}"
+                    for k, label in (("fastest_x_hf_pipeline", "HF pipeline"), ("fastest_x_optimum_int8", "Optimum ORT int8"))
+                    if k in c
                 )
                 out.append(f"  - fastest spanqa target, F1 guard aside: {c['fastest']} ({extra})")
         standin = report["models"].get("standin", {})
-        f1s = [f"{r['system']} {100 * r['f1_vs_spanqa_fp32']:.2f}%" for r in standin.get("rows", []) if r.get("spanqa") and r.get("f1_vs_spanqa_fp32")]
+        f1s = [
+            f"{r['system']} {100 * r['f1_vs_spanqa_fp32']:.2f}%"
+            for r in standin.get("rows", [])
+            if r.get("spanqa") and r.get("f1_vs_spanqa_fp32")
+        ]
         if f1s:
             out.append(f"- F1 relative to spanqa cpu-fp32 on the stand-in (target ≥ {100 * F1_RATIO:.1f}%): " + ", ".join(f1s))
     return "\n".join(out)

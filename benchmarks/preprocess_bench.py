@@ -1,5 +1,5 @@
 """Full-dev-set SQuAD preprocessing: spanqa (Rust WordPiece) against the slow pure-Python
-reference of tests/squad_reference.py, timed side by side in one run.
+reference of reference/squad_reference.py, timed side by side in one run.
 
     python benchmarks/preprocess_bench.py [--dataset ../shared/data/squad/dev-v1.1.json]
         [--repeats 3] [--uncased] [--json out.json]
@@ -28,13 +28,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "reference"))
 
 import squad_reference as R  # noqa: E402
 
-from spanqa import tokenization  # noqa: E402
-from spanqa.squad import FeatureSettings, build_features, read_squad, write_features  # noqa: E402
-from spanqa.vocab import TokenizerSettings, default_vocab_path  # noqa: E402
+from spanqa.data import tokenization  # noqa: E402
+from spanqa.data.features import build_features  # noqa: E402
+from spanqa.data.folders import write_features  # noqa: E402
+from spanqa.data.squad import read_squad  # noqa: E402
+from spanqa.data.vocab import TokenizerSettings, default_vocab_path  # noqa: E402
+from spanqa.settings import FeatureSettings  # noqa: E402
 
 
 def main() -> None:
@@ -100,16 +103,22 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["spanqa build_features"]
-    print(f"dataset {args.dataset.name}: {len(features)} features, "
-          f"{'uncased' if args.uncased else 'cased'}, 512/128/64; "
-          f"{platform.processor() or platform.machine()}, Python {platform.python_version()}; "
-          f"median of {args.repeats}")
+    print(
+        f"dataset {args.dataset.name}: {len(features)} features, "
+        f"{'uncased' if args.uncased else 'cased'}, 512/128/64; "
+        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}; "
+        f"median of {args.repeats}"
+    )
     print(f"{'step':28s} {'median s':>9s} {'vs spanqa':>10s}")
     for name, m in med.items():
         print(f"{name:28s} {m:9.2f} {m / base:9.1f}x")
     if args.json:
-        args.json.write_text(json.dumps({"features": len(features), "uncased": args.uncased,
-                                         "repeats": args.repeats, "times": times, "median": med}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"features": len(features), "uncased": args.uncased, "repeats": args.repeats, "times": times, "median": med},
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

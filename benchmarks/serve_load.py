@@ -51,19 +51,12 @@ def free_port() -> int:
 
 def load_questions(path: Path, n: int) -> list[dict]:
     data = json.loads(path.read_text())["data"]
-    qs = [
-        {"question": qa["question"], "context": p["context"]}
-        for a in data
-        for p in a["paragraphs"]
-        for qa in p["qas"]
-    ]
+    qs = [{"question": qa["question"], "context": p["context"]} for a in data for p in a["paragraphs"] for qa in p["qas"]]
     step = max(1, len(qs) // n)
     return qs[::step][:n]
 
 
-def wait_ready(
-    url: str, proc: subprocess.Popen, path: str, timeout: float = 300
-) -> None:
+def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 300) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -98,9 +91,7 @@ async def run_level(
 ) -> dict:
     import httpx
 
-    limits = httpx.Limits(
-        max_connections=concurrency, max_keepalive_connections=concurrency
-    )
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []
     failures: dict[int, int] = {}
     counter = itertools.count()
@@ -118,20 +109,14 @@ async def run_level(
                 else:
                     failures[r.status_code] = failures.get(r.status_code, 0) + 1
 
-        await asyncio.gather(
-            *(worker(time.perf_counter() + warmup, False) for _ in range(concurrency))
-        )
+        await asyncio.gather(*(worker(time.perf_counter() + warmup, False) for _ in range(concurrency)))
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(t0 + seconds, True) for _ in range(concurrency)))
         wall = time.perf_counter() - t0
     lat = sorted(latencies)
 
     def pct(p: float) -> float:
-        return (
-            1000 * lat[min(len(lat) - 1, round(p / 100 * (len(lat) - 1)))]
-            if lat
-            else float("nan")
-        )
+        return 1000 * lat[min(len(lat) - 1, round(p / 100 * (len(lat) - 1)))] if lat else float("nan")
 
     return {
         "concurrency": concurrency,
@@ -169,9 +154,7 @@ def machine(threads: int) -> dict:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    isa = [
-        f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags
-    ]
+    isa = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
     return {
         "cpu": cpu,
         "isa": isa,
@@ -190,9 +173,7 @@ def peer_main(args) -> None:
     from transformers import pipeline
 
     torch.set_num_threads(args.threads)
-    qa = pipeline(
-        "question-answering", model=args.hf_dir, tokenizer=args.hf_dir, device=-1
-    )
+    qa = pipeline("question-answering", model=args.hf_dir, tokenizer=args.hf_dir, device=-1)
     app = FastAPI()
 
     class Body(BaseModel):
@@ -228,18 +209,14 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(SHARED / "models" / "standin-minilm-squad"))
     ap.add_argument("--target", default="cpu-fp32")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--concurrency", default="1,4,16,64")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--questions", type=int, default=400)
-    ap.add_argument(
-        "--dataset", default=str(SHARED / "data" / "squad" / "dev-v1.1-heldout.json")
-    )
+    ap.add_argument("--dataset", default=str(SHARED / "data" / "squad" / "dev-v1.1-heldout.json"))
     ap.add_argument("--peer-python", default="/tmp/serve-peer-venv/bin/python")
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--serve-args", default="", help="Extra options for spanqa serve.")
@@ -290,9 +267,7 @@ def main() -> None:
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc, "/readyz")
         for c in levels:
-            r = asyncio.run(
-                run_level(f"http://127.0.0.1:{port}", questions, c, args.seconds)
-            )
+            r = asyncio.run(run_level(f"http://127.0.0.1:{port}", questions, c, args.seconds))
             rows.append({"system": f"spanqa serve ({args.target})", **r})
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     finally:
@@ -302,9 +277,7 @@ def main() -> None:
         sys.path.insert(0, str(HERE))
         from peers import make_hf_dir
 
-        hf_dir = make_hf_dir(
-            Path(args.model), Path(tempfile.gettempdir()) / "spanqa-serve-load" / "hf"
-        )
+        hf_dir = make_hf_dir(Path(args.model), Path(tempfile.gettempdir()) / "spanqa-serve-load" / "hf")
         port = free_port()
         peer = [
             args.peer_python,
@@ -321,9 +294,7 @@ def main() -> None:
         try:
             wait_ready(f"http://127.0.0.1:{port}", proc, "/healthz")
             for c in levels:
-                r = asyncio.run(
-                    run_level(f"http://127.0.0.1:{port}", questions, c, args.seconds)
-                )
+                r = asyncio.run(run_level(f"http://127.0.0.1:{port}", questions, c, args.seconds))
                 rows.append({"system": "pipeline + FastAPI (PyTorch)", **r})
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
         finally:
@@ -334,9 +305,7 @@ def main() -> None:
     print(
         f"Machine: {report['machine']['cpu']}, {report['machine']['usable_cores']} cores ({', '.join(report['machine']['isa'])}); threads {args.threads}"
     )
-    print(
-        f"offline Engine ({args.target}, answer_many over {len(questions)} questions): {report['offline']['q_per_s']:.1f} q/s"
-    )
+    print(f"offline Engine ({args.target}, answer_many over {len(questions)} questions): {report['offline']['q_per_s']:.1f} q/s")
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

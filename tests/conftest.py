@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/models.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference"))  # reference/squad_reference.py
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -45,7 +46,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_package(tiny_checkpoint, tmp_path_factory) -> Path:
     """The tiny checkpoint converted to a cpu-fp32 model package (dynamic shapes)."""
-    from spanqa.compile import convert_checkpoint
+    from spanqa.build.compile import convert_checkpoint
 
     out = tmp_path_factory.mktemp("tinypkg") / "pkg"
     convert_checkpoint(tiny_checkpoint, out)
@@ -55,7 +56,7 @@ def tiny_package(tiny_checkpoint, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def standin_package(standin_dir, tmp_path_factory) -> Path:
     """The real stand-in QA model converted to a cpu-fp32 model package (made once per run)."""
-    from spanqa.compile import convert_checkpoint
+    from spanqa.build.compile import convert_checkpoint
 
     out = tmp_path_factory.mktemp("standinpkg") / "pkg"
     convert_checkpoint(standin_dir, out)
@@ -78,7 +79,7 @@ def heldout_stride() -> int:
 
 @pytest.fixture(scope="session")
 def heldout_examples(heldout_json, heldout_stride):
-    from spanqa.squad import read_squad
+    from spanqa.data.squad import read_squad
 
     return read_squad(heldout_json)[::heldout_stride]
 
@@ -86,8 +87,9 @@ def heldout_examples(heldout_json, heldout_stride):
 @pytest.fixture(scope="session")
 def heldout_features(heldout_examples, standin_dir):
     """The held-out questions' features at the recipe's 512/128/64, with the stand-in's tokenizer."""
-    from spanqa.squad import FeatureSettings, build_features
-    from spanqa.vocab import resolve_tokenizer
+    from spanqa.data.features import build_features
+    from spanqa.data.vocab import resolve_tokenizer
+    from spanqa.settings import FeatureSettings
 
     return build_features(heldout_examples, resolve_tokenizer(standin_dir), FeatureSettings(max_seq_length=512))
 
@@ -103,7 +105,7 @@ def heldout_torch_logits(heldout_features, standin_dir):
     import numpy as np
     import torch
 
-    from spanqa.checkpoint import load_checkpoint
+    from spanqa.models.checkpoint import load_checkpoint
 
     model = load_checkpoint(standin_dir).model
     f = heldout_features
@@ -131,8 +133,9 @@ def heldout_torch_logits(heldout_features, standin_dir):
 def heldout_infer_runs(heldout_features, standin_package, tmp_path_factory):
     """'spanqa infer' over the held-out features written at batch sizes 1 and 8 (the recipe's
     padded 512-token layout): {batch size: (output dir, summary)}."""
-    from spanqa.infer import InferSettings, infer_folders
-    from spanqa.squad import write_features
+    from spanqa.data.folders import write_features
+    from spanqa.offline.infer import infer_folders
+    from spanqa.settings import InferSettings
 
     runs = {}
     for bs in (1, 8):

@@ -61,7 +61,13 @@ def make_checkpoint(
     state.update({f"bert.pooler.{k}": v for k, v in pooler.items()})
     if gamma_beta:
         state = {
-            (k[:-6] + "gamma" if "LayerNorm" in k and k.endswith("weight") else k[:-4] + "beta" if "LayerNorm" in k and k.endswith("bias") else k): v
+            (
+                k[:-6] + "gamma"
+                if "LayerNorm" in k and k.endswith("weight")
+                else k[:-4] + "beta"
+                if "LayerNorm" in k and k.endswith("bias")
+                else k
+            ): v
             for k, v in state.items()
         }
     if dtype == "float16":

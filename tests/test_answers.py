@@ -12,24 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from spanqa import answers, squad
-from spanqa.answers import (
-    AnswerSettings,
-    basic_tokenize,
-    evaluate,
-    exact_match_score,
-    f1_score,
-    get_final_text,
-    normalize_answer,
-    predict,
-    read_outputs,
-    score,
-    write_results,
-)
+from spanqa.answers.extraction import basic_tokenize, get_final_text, predict
+from spanqa.answers.results import write_results
+from spanqa.answers.scoring import exact_match_score, f1_score, normalize_answer, score
+from spanqa.data.features import Features
+from spanqa.data.squad import Example
 from spanqa.errors import DatasetError, InferenceError
-from spanqa.squad import Example, Features, FeatureSettings
+from spanqa.offline.evaluate import evaluate
+from spanqa.offline.logits import read_outputs
+from spanqa.settings import AnswerSettings, FeatureSettings
 
 NEVER_SPLIT = ["[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]"]
 
@@ -115,9 +110,7 @@ def chunk_wordpiece(do_lower_case, size=3):
             if "ø" in tok.lower():
                 out.append("[UNK]")
                 continue
-            out.extend(
-                ("##" if k else "") + tok[k : k + size] for k in range(0, len(tok), size)
-            )
+            out.extend(("##" if k else "") + tok[k : k + size] for k in range(0, len(tok), size))
         return out
 
     return pieces
@@ -204,8 +197,7 @@ def reference_predictions(features, start_logits, end_logits, n_best_size, max_a
         exps = [math.exp(x - mx) for x in scores]
         total = sum(exps)
         all_nbest[example.qas_id] = [
-            {"text": t, "probability": x / total, "start_logit": sl, "end_logit": el}
-            for (t, sl, el), x in zip(nbest, exps)
+            {"text": t, "probability": x / total, "start_logit": sl, "end_logit": el} for (t, sl, el), x in zip(nbest, exps)
         ]
         predictions[example.qas_id] = nbest[0][0]
     return predictions, all_nbest
@@ -270,7 +262,10 @@ def as_dataset(cases):
             {
                 "title": "t",
                 "paragraphs": [
-                    {"context": "c", "qas": [{"id": q, "answers": [{"text": t, "answer_start": 0} for t in g]} for q, _, g in cases]}
+                    {
+                        "context": "c",
+                        "qas": [{"id": q, "answers": [{"text": t, "answer_start": 0} for t in g]} for q, _, g in cases],
+                    }
                 ],
             }
         ]
@@ -282,7 +277,11 @@ FIXED_CASES = [
     ("2", "the Denver Broncos.", ["Denver Broncos"]),
     ("3", "Broncos", ["Denver Broncos", "The Broncos"]),
     ("4", "Santa Clara, California", ["Santa Clara, California", "Levi's Stadium"]),
-    ("5", "Levis Stadium in the San Francisco Bay Area", ["Levi's Stadium in the San Francisco Bay Area at Santa Clara, California."]),
+    (
+        "5",
+        "Levis Stadium in the San Francisco Bay Area",
+        ["Levi's Stadium in the San Francisco Bay Area at Santa Clara, California."],
+    ),
     ("6", "gold", ["golden", "gold-themed"]),
     ("7", "Café Zürich", ["cafe zurich", "Café  Zürich"]),
     ("8", "an apple a day", ["apple day", "An Apple"]),
@@ -334,12 +333,28 @@ def test_v11_scores_an_empty_normalised_pair_zero_f1_unlike_v2():
     assert score(as_dataset([("x", "The", ["a."])]), {"x": "The"})["f1"] == 0.0
 
 
-_WORDS = ["the", "The", "a", "an", "AN", "cat", "Cat", "dog", "café", "Café", "naïve", "1990", "3.5", "U.S.", "don't", "x", "Zürich"]
+_WORDS = [
+    "the",
+    "The",
+    "a",
+    "an",
+    "AN",
+    "cat",
+    "Cat",
+    "dog",
+    "café",
+    "Café",
+    "naïve",
+    "1990",
+    "3.5",
+    "U.S.",
+    "don't",
+    "x",
+    "Zürich",
+]
 _PUNCT = [",", ".", "!", "(", ")", "'", '"', "-", "—", "–", "«", "»", "$", "%", "?"]
 _SPACE = [" ", "  ", "\t", "\n", "\u00a0", ""]
-_fragment = st.one_of(
-    st.sampled_from(_WORDS), st.sampled_from(_PUNCT), st.sampled_from(_SPACE), st.text(max_size=4)
-)
+_fragment = st.one_of(st.sampled_from(_WORDS), st.sampled_from(_PUNCT), st.sampled_from(_SPACE), st.text(max_size=4))
 _answer = st.lists(_fragment, max_size=8).map("".join)
 
 
@@ -534,11 +549,18 @@ def test_answer_split_over_two_spans_max_context_span_wins():
 def test_punctuation_next_to_the_answer():
     table = {"(1889),": ["(", "1889", ")", ","], "years.": ["years", "."]}
     ex = example("It opened in (1889), after two years.")
-    f = build_features([ex, example(" ".join(ex.doc_tokens), "q2"), example(" ".join(ex.doc_tokens), "q3")],
-                       _pieces(table), do_lower_case=False, max_seq_length=32)
+    f = build_features(
+        [ex, example(" ".join(ex.doc_tokens), "q2"), example(" ".join(ex.doc_tokens), "q3")],
+        _pieces(table),
+        do_lower_case=False,
+        max_seq_length=32,
+    )
     y = position(f, 0, "1889")
-    s, e = peaked(f, {(0, y): 4.0, (1, y - 1): 4.0, (2, position(f, 2, "years")): 4.0},
-                  {(0, y): 4.0, (1, y + 1): 4.0, (2, position(f, 2, ".")): 4.0})
+    s, e = peaked(
+        f,
+        {(0, y): 4.0, (1, y - 1): 4.0, (2, position(f, 2, "years")): 4.0},
+        {(0, y): 4.0, (1, y + 1): 4.0, (2, position(f, 2, ".")): 4.0},
+    )
     preds, _ = predict(f, s, e, SETTINGS)
     assert preds == {"q1": "1889", "q2": "(1889)", "q3": "years."}
 
@@ -546,8 +568,12 @@ def test_punctuation_next_to_the_answer():
 def test_accents_are_restored_for_an_uncased_model():
     table = {"Zürich's": ["zur", "##ich", "'", "s"], "Café": ["ca", "##fe"], "Ørsted.": ["[UNK]", "."]}
     ex = example("He moved from Zürich's Café to Ørsted.")
-    f = build_features([ex, example(" ".join(ex.doc_tokens), "q2"), example(" ".join(ex.doc_tokens), "q3")],
-                       _pieces(table), do_lower_case=True, max_seq_length=32)
+    f = build_features(
+        [ex, example(" ".join(ex.doc_tokens), "q2"), example(" ".join(ex.doc_tokens), "q3")],
+        _pieces(table),
+        do_lower_case=True,
+        max_seq_length=32,
+    )
     z, ca = position(f, 0, "zur"), position(f, 1, "ca")
     unk = position(f, 2, "[UNK]")
     s, e = peaked(f, {(0, z): 4.0, (1, ca): 4.0, (2, unk): 4.0}, {(0, z + 1): 4.0, (1, ca + 1): 4.0, (2, unk): 4.0})
@@ -629,9 +655,36 @@ def test_narrow_logits_from_length_aware_batching():
 # ------------------------------------------------------------------------------------------
 
 _DOC_WORDS = [
-    "The", "tower", "was", "built", "in", "1889,", "by", "Gustave", "Eiffel's", "company.",
-    "Café", "Zürich", "naïve", "(1990s)", "U.S.", "don't", "Ørsted", "«quoted»", "São", "Paulo,",
-    "x", "x", "x", "[CLS]", "a[SEP]b", "中文字", "été", "3.5%", "—", "McDonald's",
+    "The",
+    "tower",
+    "was",
+    "built",
+    "in",
+    "1889,",
+    "by",
+    "Gustave",
+    "Eiffel's",
+    "company.",
+    "Café",
+    "Zürich",
+    "naïve",
+    "(1990s)",
+    "U.S.",
+    "don't",
+    "Ørsted",
+    "«quoted»",
+    "São",
+    "Paulo,",
+    "x",
+    "x",
+    "x",
+    "[CLS]",
+    "a[SEP]b",
+    "中文字",
+    "été",
+    "3.5%",
+    "—",
+    "McDonald's",
 ]
 
 
@@ -666,7 +719,7 @@ def test_predict_matches_reference_loops(seed, lower, n_best, max_len, max_seq, 
 def test_predict_matches_reference_loops_on_real_features(shared_dir, dev_json, vocab):
     if not hasattr(squad, "build_features") or not hasattr(squad, "read_squad"):
         pytest.skip("spanqa.squad.read_squad/build_features are not implemented yet")
-    from spanqa.vocab import TokenizerSettings
+    from spanqa.data.vocab import TokenizerSettings
 
     lower = "uncased" in vocab
     examples = squad.read_squad(dev_json)[:300]
@@ -721,7 +774,11 @@ def test_write_results_writes_everything(tmp_path):
         extra_files={"inference.json": {"batches": 3}, "notes.txt": "hello\n"},
     )
     assert sorted(p.name for p in out.iterdir()) == [
-        "inference.json", "nbest_predictions.json", "notes.txt", "predictions.json", "result.json"
+        "inference.json",
+        "nbest_predictions.json",
+        "notes.txt",
+        "predictions.json",
+        "result.json",
     ]
     assert json.loads((out / "predictions.json").read_text(encoding="utf-8")) == {"q": "Café"}
     assert json.loads((out / "result.json").read_text(encoding="utf-8"))["total"] == 1
@@ -784,9 +841,7 @@ answers.write_results(sys.argv[1], {"q": "a"}, {"q": []}, {"f1": 1.0})
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_a_killed_run_leaves_no_result_json(tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_CHILD, str(tmp_path / "res")], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD, str(tmp_path / "res")], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "written"
         os.kill(proc.pid, signal.SIGKILL)
@@ -813,7 +868,13 @@ def _dataset_for(exs, golds):
                 "paragraphs": [
                     {
                         "context": " ".join(ex.doc_tokens),
-                        "qas": [{"id": ex.qas_id, "question": "?", "answers": [{"text": g, "answer_start": 0} for g in golds[ex.qas_id]]}],
+                        "qas": [
+                            {
+                                "id": ex.qas_id,
+                                "question": "?",
+                                "answers": [{"text": g, "answer_start": 0} for g in golds[ex.qas_id]],
+                            }
+                        ],
                     }
                     for ex in exs
                 ],

@@ -9,8 +9,18 @@ CONTEXT = (
 
 
 def test_ask_arguments(standin_package):
-    result = CliRunner().invoke(main, ["ask", "--model", str(standin_package), "--context", CONTEXT,
-                                       "In what country is Normandy located?", "When did the Normans give their name to Normandy?"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "ask",
+            "--model",
+            str(standin_package),
+            "--context",
+            CONTEXT,
+            "In what country is Normandy located?",
+            "When did the Normans give their name to Normandy?",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "In what country is Normandy located?"
@@ -21,8 +31,11 @@ def test_ask_arguments(standin_package):
 def test_ask_reads_questions_from_stdin(standin_package, tmp_path):
     ctx = tmp_path / "ctx.txt"
     ctx.write_text(CONTEXT, encoding="utf-8")
-    result = CliRunner().invoke(main, ["ask", "--model", str(standin_package), "--context", str(ctx), "--n-best", "2"],
-                                input="In what country is Normandy located?\n\n")
+    result = CliRunner().invoke(
+        main,
+        ["ask", "--model", str(standin_package), "--context", str(ctx), "--n-best", "2"],
+        input="In what country is Normandy located?\n\n",
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert len(lines) == 3 and lines[1].startswith("  -> France")

@@ -1,7 +1,9 @@
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from spanqa.batching import Batch, BatchingSettings, LogitsCollector, gather, plan_batches
+from spanqa.engine.batching import Batch, LogitsCollector, gather, plan_batches
+from spanqa.settings import BatchingSettings
 
 
 @given(

@@ -43,7 +43,8 @@ def table_rows(output: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def fixed_package(tiny_package, tmp_path_factory) -> Path:
     """The tiny model compiled for one shape, in a directory also named 'pkg' (label clash)."""
-    from spanqa.compile import CompileSettings, compile_model
+    from spanqa.build.compile import compile_model
+    from spanqa.settings import CompileSettings
 
     out = tmp_path_factory.mktemp("fixedshape") / "pkg"
     compile_model(tiny_package / "exported.onnx", out, CompileSettings(batch_size=2, seq_len=32))
@@ -56,7 +57,7 @@ def fixed_package(tiny_package, tmp_path_factory) -> Path:
 
 def test_json_numbers_follow_from_the_latencies(tiny_package):
     from spanqa import __version__
-    from spanqa.infer import cpu_info
+    from spanqa.sysinfo import cpu_info
 
     r = invoke("--model", tiny_package, *TINY, "--json")
     assert r.exit_code == 0, r.output
@@ -225,7 +226,9 @@ def test_dataset_mode_end_to_end(standin_package, heldout_json):
         assert pass_s == pytest.approx(sum(cell["stage_s"].values()))
         assert 0 < model_s <= cell["stage_s"]["inference_s"]
     assert one["batches"] == one["features"]
-    assert four["batches"] == -(-four["features"] // 4) and four["rows_per_batch"] == pytest.approx(four["features"] / four["batches"])
+    assert four["batches"] == -(-four["features"] // 4) and four["rows_per_batch"] == pytest.approx(
+        four["features"] / four["batches"]
+    )
     # Batching never changes the answers: the same scores at every batch size, and real ones.
     assert (one["exact_match"], one["f1"]) == (four["exact_match"], four["f1"]) and one["f1"] > 30
 

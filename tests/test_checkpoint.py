@@ -7,9 +7,9 @@ import torch
 from click.testing import CliRunner
 
 from models import bert_config, make_checkpoint
-from spanqa.checkpoint import load_checkpoint
 from spanqa.cli import main
 from spanqa.errors import CheckpointError
+from spanqa.models.checkpoint import load_checkpoint
 
 
 def _error_line(result) -> str:
@@ -124,7 +124,9 @@ def test_unexpected_tensor(good, tmp_path):
     state = torch.load(good / "pytorch_model.bin", weights_only=True)
     state["cls.predictions.bias"] = torch.zeros(3)
     torch.save(state, good / "pytorch_model.bin")
-    with pytest.raises(CheckpointError, match=r"unexpected tensor\(s\) cls.predictions.bias; expected a BertForQuestionAnswering"):
+    with pytest.raises(
+        CheckpointError, match=r"unexpected tensor\(s\) cls.predictions.bias; expected a BertForQuestionAnswering"
+    ):
         load_checkpoint(good)
 
 

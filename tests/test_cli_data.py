@@ -10,9 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from spanqa.cli import main
+from spanqa.data.features import build_features
+from spanqa.data.folders import load_features
+from spanqa.data.squad import read_squad
+from spanqa.data.vocab import TokenizerSettings, default_vocab_path
 from spanqa.fileutil import sha256_file
-from spanqa.squad import FeatureSettings, build_features, load_features, read_squad
-from spanqa.vocab import TokenizerSettings, default_vocab_path
+from spanqa.settings import FeatureSettings
 
 SQUAD = {
     "version": "1.1",
@@ -23,10 +26,12 @@ SQUAD = {
                 {
                     "context": "The Normans gave their name to Normandy, a region in France. " * 4,
                     "qas": [
-                        {"id": "n1", "question": "Who gave their name to Normandy?",
-                         "answers": [{"text": "The Normans", "answer_start": 0}]},
-                        {"id": "n2", "question": "Where is Normandy?",
-                         "answers": [{"text": "France", "answer_start": 53}]},
+                        {
+                            "id": "n1",
+                            "question": "Who gave their name to Normandy?",
+                            "answers": [{"text": "The Normans", "answer_start": 0}],
+                        },
+                        {"id": "n2", "question": "Where is Normandy?", "answers": [{"text": "France", "answer_start": 53}]},
                     ],
                 }
             ],
@@ -34,8 +39,7 @@ SQUAD = {
         {
             "title": "Paris",
             "paragraphs": [
-                {"context": "Paris is the capital of France.",
-                 "qas": [{"id": "p1", "question": "What is Paris?", "answers": []}]}
+                {"context": "Paris is the capital of France.", "qas": [{"id": "p1", "question": "What is Paris?", "answers": []}]}
             ],
         },
     ],
@@ -55,17 +59,14 @@ def dataset(tmp_path) -> Path:
 
 def test_preprocess_default_is_spanbert_cased(tmp_path, dataset):
     out = tmp_path / "features"
-    result = _run(dataset, "-o", out, "--max-seq-length", 32, "--doc-stride", 8, "--max-query-length", 10,
-                  "--batch-size", 5)
+    result = _run(dataset, "-o", out, "--max-seq-length", 32, "--doc-stride", 8, "--max-query-length", 10, "--batch-size", 5)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
-    expected = build_features(read_squad(dataset), TokenizerSettings(default_vocab_path(), False),
-                              FeatureSettings(32, 8, 10))
+    expected = build_features(read_squad(dataset), TokenizerSettings(default_vocab_path(), False), FeatureSettings(32, 8, 10))
     n = len(expected)
     assert n == 12
     assert result.output == (
-        f"12 features for 3 questions (cased, bert-base-cased-vocab.txt) -> {out}: "
-        "3 batches of 5 (bin), 3 padding rows\n"
+        f"12 features for 3 questions (cased, bert-base-cased-vocab.txt) -> {out}: 3 batches of 5 (bin), 3 padding rows\n"
     )
     assert manifest["tokenizer"] == {"vocab_file": "bert-base-cased-vocab.txt", "do_lower_case": False}
     assert manifest["vocab_sha256"] == sha256_file(default_vocab_path())
@@ -93,8 +94,22 @@ def test_preprocess_vocab_lower_case_npy(tmp_path, dataset, shared_dir):
     block = np.load(out / "input_ids" / "0.npy")
     assert block.shape == (1, 512) and block.dtype == np.dtype("<i8")
     features = load_features(out)
-    assert features.tokens[-1] == ["[CLS]", "what", "is", "paris", "?", "[SEP]",
-                                   "paris", "is", "the", "capital", "of", "france", ".", "[SEP]"]
+    assert features.tokens[-1] == [
+        "[CLS]",
+        "what",
+        "is",
+        "paris",
+        "?",
+        "[SEP]",
+        "paris",
+        "is",
+        "the",
+        "capital",
+        "of",
+        "france",
+        ".",
+        "[SEP]",
+    ]
 
 
 def test_preprocess_model_dir_carries_vocab_and_casing(tmp_path, dataset, shared_dir):
@@ -145,15 +160,26 @@ def _qa(**kw):
 BAD = [
     ("notjson", '{"data": [', "not valid JSON (Expecting value at line 1 column 11); pass a SQuAD .json file"),
     ("shape", {"articles": []}, "not a SQuAD file: expected a JSON object with a 'data' list of articles"),
-    ("context", {"data": [{"title": "Nile", "paragraphs": [{"qas": [_qa()]}]}]},
-     "article 0 ('Nile'), paragraph 0: missing 'context'"),
-    ("question", {"data": [{"title": "Nile", "paragraphs": [{"context": "c", "qas": [{"id": "x9"}]}]}]},
-     "article 0 ('Nile'), question 'x9': missing 'question'"),
-    ("id", {"data": [{"paragraphs": [{"context": "c", "qas": [{"question": "q"}]}]}]},
-     "article 0, paragraph 0, question 0: missing 'id'"),
-    ("duplicate", {"data": [{"title": "Nile", "paragraphs": [{"context": "c", "qas": [_qa(), _qa()]}]}]},
-     "article 0 ('Nile'), question 'a': duplicate question id (first in article 0 ('Nile')); "
-     "question ids must be unique"),
+    (
+        "context",
+        {"data": [{"title": "Nile", "paragraphs": [{"qas": [_qa()]}]}]},
+        "article 0 ('Nile'), paragraph 0: missing 'context'",
+    ),
+    (
+        "question",
+        {"data": [{"title": "Nile", "paragraphs": [{"context": "c", "qas": [{"id": "x9"}]}]}]},
+        "article 0 ('Nile'), question 'x9': missing 'question'",
+    ),
+    (
+        "id",
+        {"data": [{"paragraphs": [{"context": "c", "qas": [{"question": "q"}]}]}]},
+        "article 0, paragraph 0, question 0: missing 'id'",
+    ),
+    (
+        "duplicate",
+        {"data": [{"title": "Nile", "paragraphs": [{"context": "c", "qas": [_qa(), _qa()]}]}]},
+        "article 0 ('Nile'), question 'a': duplicate question id (first in article 0 ('Nile')); question ids must be unique",
+    ),
 ]
 
 
@@ -175,9 +201,7 @@ def test_existing_foreign_directory_is_left_alone(tmp_path, dataset):
     (out / "notes.txt").write_text("keep")
     result = _run(dataset, "-o", out)
     assert result.exit_code == 1
-    assert result.output == (
-        f"Error: {out}: exists and is not a features directory; choose another output or delete it\n"
-    )
+    assert result.output == (f"Error: {out}: exists and is not a features directory; choose another output or delete it\n")
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 

@@ -11,7 +11,9 @@ from click.testing import CliRunner
 
 from spanqa import squad
 from spanqa.cli import main
-from spanqa.squad import Example, Features, FeatureSettings
+from spanqa.data.features import Features
+from spanqa.data.squad import Example
+from spanqa.settings import FeatureSettings
 
 pytestmark = pytest.mark.skipif(
     not (hasattr(squad, "write_features") and hasattr(squad, "load_features")),
@@ -25,7 +27,12 @@ CONTEXTS = {
     "q3": "It stands in Paris.",
 }
 # word -> word pieces of a cased model
-PIECES = {"(1889).": ["(", "1889", ")", "."], "Eiffel's": ["E", "##iff", "##el", "'", "s"], "it.": ["it", "."], "Paris.": ["Paris", "."]}
+PIECES = {
+    "(1889).": ["(", "1889", ")", "."],
+    "Eiffel's": ["E", "##iff", "##el", "'", "s"],
+    "it.": ["it", "."],
+    "Paris.": ["Paris", "."],
+}
 GOLD = {"q1": ["1889"], "q2": ["Gustave Eiffel's company", "Gustave Eiffel"], "q3": ["Paris"]}
 # the (first piece, last piece) each question's logits point at
 WANT = {"q1": ("1889", "1889"), "q2": ("Gustave", "##el"), "q3": ("Paris", "Paris")}
@@ -80,7 +87,10 @@ def workdir(tmp_path):
             {
                 "title": "Eiffel Tower",
                 "paragraphs": [
-                    {"context": CONTEXTS[q], "qas": [{"id": q, "question": "what?", "answers": [{"text": g, "answer_start": 0} for g in GOLD[q]]}]}
+                    {
+                        "context": CONTEXTS[q],
+                        "qas": [{"id": q, "question": "what?", "answers": [{"text": g, "answer_start": 0} for g in GOLD[q]]}],
+                    }
                     for q in CONTEXTS
                 ],
             }
@@ -107,13 +117,29 @@ def _run(args):
 
 def test_evaluate_command_writes_predictions_and_scores(workdir: Path):
     res = workdir / "result"
-    r = _run(["evaluate", str(workdir / "dev.json"), "--features", str(workdir / "features"),
-              "--outputs", str(workdir / "outputs"), "-o", str(res), "--n-best", "5", "--max-answer-length", "8"])
+    r = _run(
+        [
+            "evaluate",
+            str(workdir / "dev.json"),
+            "--features",
+            str(workdir / "features"),
+            "--outputs",
+            str(workdir / "outputs"),
+            "-o",
+            str(res),
+            "--n-best",
+            "5",
+            "--max-answer-length",
+            "8",
+        ]
+    )
     assert r.exit_code == 0, r.output
     assert "Exact match 100.00  F1 100.00  over 3 questions (3 features)" in r.output
     assert f"to {res}" in r.output
     assert json.loads((res / "predictions.json").read_text(encoding="utf-8")) == {
-        "q1": "1889", "q2": "Gustave Eiffel", "q3": "Paris"
+        "q1": "1889",
+        "q2": "Gustave Eiffel",
+        "q3": "Paris",
     }
     result = json.loads((res / "result.json").read_text(encoding="utf-8"))
     assert result["answer_settings"] == {"n_best_size": 5, "max_answer_length": 8, "rank_padding": False}
@@ -127,8 +153,18 @@ def test_evaluate_command_writes_predictions_and_scores(workdir: Path):
 def test_evaluate_command_reports_bad_outputs_in_one_line(workdir: Path):
     (workdir / "outputs" / "1_output_1.bin").write_bytes(b"\0" * 12)
     res = workdir / "result"
-    r = _run(["evaluate", str(workdir / "dev.json"), "--features", str(workdir / "features"),
-              "--outputs", str(workdir / "outputs"), "-o", str(res)])
+    r = _run(
+        [
+            "evaluate",
+            str(workdir / "dev.json"),
+            "--features",
+            str(workdir / "features"),
+            "--outputs",
+            str(workdir / "outputs"),
+            "-o",
+            str(res),
+        ]
+    )
     assert r.exit_code == 1
     assert r.output.startswith("Error: ")
     assert "1_output_1.bin holds 3 float32 values" in r.output and "rerun inference" in r.output
@@ -138,15 +174,37 @@ def test_evaluate_command_reports_bad_outputs_in_one_line(workdir: Path):
 
 
 def test_evaluate_command_reports_a_missing_features_dir(workdir: Path):
-    r = _run(["evaluate", str(workdir / "dev.json"), "--features", str(workdir / "nope"),
-              "--outputs", str(workdir / "outputs"), "-o", str(workdir / "result")])
+    r = _run(
+        [
+            "evaluate",
+            str(workdir / "dev.json"),
+            "--features",
+            str(workdir / "nope"),
+            "--outputs",
+            str(workdir / "outputs"),
+            "-o",
+            str(workdir / "result"),
+        ]
+    )
     assert r.exit_code == 1
     assert r.output.startswith("Error: ") and "nope" in r.output and "spanqa preprocess" in r.output
     assert not (workdir / "result").exists()
 
 
 def test_evaluate_command_rejects_bad_settings(workdir: Path):
-    r = _run(["evaluate", str(workdir / "dev.json"), "--features", str(workdir / "features"),
-              "--outputs", str(workdir / "outputs"), "-o", str(workdir / "result"), "--n-best", "0"])
+    r = _run(
+        [
+            "evaluate",
+            str(workdir / "dev.json"),
+            "--features",
+            str(workdir / "features"),
+            "--outputs",
+            str(workdir / "outputs"),
+            "-o",
+            str(workdir / "result"),
+            "--n-best",
+            "0",
+        ]
+    )
     assert r.exit_code == 2
     assert "--n-best" in r.output

@@ -24,11 +24,16 @@ BATCH = 2
 @pytest.fixture(scope="module")
 def features(tiny_package, tmp_path_factory) -> Path:
     """Tiny-model features written by preprocess: [2, 64] batches, the last one padded."""
-    from spanqa.package import open_package
-    from spanqa.squad import FeatureSettings, build_features, read_squad, write_features
+    from spanqa.data.features import build_features
+    from spanqa.data.folders import write_features
+    from spanqa.data.squad import read_squad
+    from spanqa.models.package import open_package
+    from spanqa.settings import FeatureSettings
 
     root = tmp_path_factory.mktemp("clifeatures")
-    f = build_features(read_squad(squad_json(root / "tiny.json")), open_package(tiny_package).tokenizer, FeatureSettings(SEQ, 16, 16))
+    f = build_features(
+        read_squad(squad_json(root / "tiny.json")), open_package(tiny_package).tokenizer, FeatureSettings(SEQ, 16, 16)
+    )
     assert len(f) % BATCH
     write_features(f, root / "features", BATCH)
     return root / "features"
@@ -46,13 +51,17 @@ def test_infer_writes_outputs_log_and_summary(tiny_package, features, tmp_path):
     n_batches = len(list((features / "input_ids").iterdir()))
     assert summary["batches"] == n_batches and summary["timed_runs"] == 2 * n_batches
     assert summary["warmup"] == 2 and summary["loop"] == 2 and summary["threads"] == 1
-    assert summary["batch_size"] == BATCH and summary["rows"] == json.loads((features / "manifest.json").read_text())["num_features"]
+    assert (
+        summary["batch_size"] == BATCH and summary["rows"] == json.loads((features / "manifest.json").read_text())["num_features"]
+    )
     for key in ("throughput_rows_per_s", "latency_ms", "runtime", "target", "model_sha256", "spanqa_version", "cpu"):
         assert summary[key], key
     # stdout carries msame's lines, so `spanqa infer ... > msame.txt` feeds parse.py / report.
     avg = float(re.search(r"^Inference average time: ([0-9.]+) ms$", r.stdout, re.M).group(1))
     wo = float(re.search(r"^Inference average time without first time: ([0-9.]+) ms$", r.stdout, re.M).group(1))
-    assert avg == pytest.approx(summary["average_ms"], abs=1e-6) and wo == pytest.approx(summary["average_ms_without_first"], abs=1e-6)
+    assert avg == pytest.approx(summary["average_ms"], abs=1e-6) and wo == pytest.approx(
+        summary["average_ms_without_first"], abs=1e-6
+    )
     assert f"[INFO] batch size: {BATCH}, sequence length: {SEQ}" in r.stdout
     assert len(list(out.glob("*_output_0.bin"))) == len(list(out.glob("*_output_1.bin"))) == n_batches
     assert (out / "0_output_0.bin").stat().st_size == 4 * BATCH * SEQ
@@ -85,7 +94,10 @@ def test_infer_npy_and_perf_only(tiny_package, features, tmp_path):
         (["--input", "{f}"], "Error: --input needs -o/--output for the logits"),
         (["--resume"], "Error: --resume needs --input (synthetic runs write no outputs)"),
         (["--input", "{f}/nope", "-o", "{o}"], "Error: {f}/nope: no such input folder"),
-        (["--input", "{f}", "-o", "{o}", "--batch-size", "4"], "Error: --batch-size 4: the features' manifest.json says 2; drop --batch-size"),
+        (
+            ["--input", "{f}", "-o", "{o}", "--batch-size", "4"],
+            "Error: --batch-size 4: the features' manifest.json says 2; drop --batch-size",
+        ),
     ],
 )
 def test_usage_errors_are_one_line(args, message, tiny_package, features, tmp_path):
@@ -200,13 +212,15 @@ def test_killed_run_resumes_to_the_same_outputs(sig, tiny_package, many_batches,
     assert all(uninterrupted[name] == data for name, data in finished.items())
     assert not (out / "summary.json").exists()
 
-    r = invoke("infer", "--model", tiny_package, "--input", many_batches, "-o", out, "--seq-len", SEQ, "--threads", "1", "--resume")
+    r = invoke(
+        "infer", "--model", tiny_package, "--input", many_batches, "-o", out, "--seq-len", SEQ, "--threads", "1", "--resume"
+    )
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["batches_resumed"] >= len(finished) // 2 and summary["batches"] + summary["batches_resumed"] == 200
     assert {p.name: p.read_bytes() for p in out.glob("*_output_*.bin")} == uninterrupted
     assert not list(out.glob(".*"))
-    assert "(%d already complete)" % summary["batches_resumed"] in r.stdout
+    assert f"({summary['batches_resumed']} already complete)" in r.stdout
 
 
 def test_report_cli_errors(tmp_path):
@@ -215,7 +229,10 @@ def test_report_cli_errors(tmp_path):
     assert r.exit_code == 1
     assert r.stderr.strip() == f"Error: {tmp_path / 'log.txt'}: the log does not say the batch size; pass --batch-size N"
     r = invoke("report", tmp_path / "log.txt", "--batch-size", "4")
-    assert r.exit_code == 0 and r.stdout.strip() == f"{tmp_path / 'log.txt'}: batch size 4, 10.000 ms per batch (all runs), 400.000 fps"
+    assert (
+        r.exit_code == 0
+        and r.stdout.strip() == f"{tmp_path / 'log.txt'}: batch size 4, 10.000 ms per batch (all runs), 400.000 fps"
+    )
     (tmp_path / "result.json").write_text(json.dumps({"exact_match": 80.0, "f1": 88.25, "total": 10}))
     r = invoke("report", tmp_path / "result.json")
     assert r.stdout.strip() == f"{tmp_path / 'result.json'}: EM 80.000, F1 88.250 (10 questions)"

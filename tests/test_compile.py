@@ -4,11 +4,13 @@ import numpy as np
 import onnx
 from click.testing import CliRunner
 
-from spanqa.checkpoint import load_checkpoint
+from spanqa.build.compile import compile_model
 from spanqa.cli import main
-from spanqa.compile import CompileSettings, compile_model, TARGETS
-from spanqa.export import sample_inputs, torch_logits
-from spanqa.runtime import open_runtime
+from spanqa.models.checkpoint import load_checkpoint
+from spanqa.models.export import sample_inputs, torch_logits
+from spanqa.registry import TARGETS
+from spanqa.runtimes import open_runtime
+from spanqa.settings import CompileSettings
 
 
 def _op_counts(path):
@@ -57,7 +59,9 @@ def test_compile_cli_prints_fusions(tiny_package, tmp_path):
 
 
 def test_unknown_target(tiny_package, tmp_path):
-    result = CliRunner().invoke(main, ["compile", str(tiny_package / "exported.onnx"), "-o", str(tmp_path / "p"), "--target", "npu"])
+    result = CliRunner().invoke(
+        main, ["compile", str(tiny_package / "exported.onnx"), "-o", str(tmp_path / "p"), "--target", "npu"]
+    )
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: unknown target 'npu'; choose one of: {', '.join(sorted(TARGETS))}"
     assert not (tmp_path / "p").exists()
@@ -74,7 +78,9 @@ def test_not_onnx(tmp_path):
 
 
 def test_seq_len_beyond_positions(tiny_package, tmp_path):
-    result = CliRunner().invoke(main, ["compile", str(tiny_package / "exported.onnx"), "-o", str(tmp_path / "p"), "--seq-len", "513"])
+    result = CliRunner().invoke(
+        main, ["compile", str(tiny_package / "exported.onnx"), "-o", str(tmp_path / "p"), "--seq-len", "513"]
+    )
     assert result.exit_code == 1
     assert result.output.strip() == "Error: --seq-len 513: the model has only 512 positions"
 
@@ -101,7 +107,12 @@ def test_convert_cli_keeps_exported(tiny_checkpoint, tmp_path):
     result = CliRunner().invoke(main, ["convert", str(tiny_checkpoint), "-o", str(out), "--batch-size", "1", "--seq-len", "512"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
-        "exported.onnx", "exported.onnx.json", "manifest.json", "model.onnx", "tokenizer_config.json", "vocab.txt",
+        "exported.onnx",
+        "exported.onnx.json",
+        "manifest.json",
+        "model.onnx",
+        "tokenizer_config.json",
+        "vocab.txt",
     ]
     assert "verify 1x512" in result.output
     # No temp directories left beside the package.

@@ -39,10 +39,7 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("SPANQA_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("SPANQA_MIRROR", raising=False)
     dead = f"http://127.0.0.1:{_closed_port()}/official"
-    patched = {
-        name: dl.Asset(**{**asset.__dict__, "url": f"{dead}/{asset.filename}"})
-        for name, asset in dl.ASSETS.items()
-    }
+    patched = {name: dl.Asset(**{**asset.__dict__, "url": f"{dead}/{asset.filename}"}) for name, asset in dl.ASSETS.items()}
     monkeypatch.setattr(dl, "ASSETS", patched)
 
 
@@ -238,7 +235,8 @@ def test_dev_set_download_verified(server, tmp_path, monkeypatch):
     data = json.dumps({"version": "1.1", "data": []}).encode()
     (server.root / "dev-v1.1.json").write_bytes(data)
     monkeypatch.setitem(
-        dl.ASSETS, "squad-v1.1-dev",
+        dl.ASSETS,
+        "squad-v1.1-dev",
         dl.Asset(**{**dl.ASSETS["squad-v1.1-dev"].__dict__, "sha256": hashlib.sha256(data).hexdigest()}),
     )
     result = run("squad-v1.1-dev", "--dir", str(tmp_path / "data"), "--mirror", server.url)
@@ -306,7 +304,8 @@ def test_ensure_asset_file_checks_sha(server, tmp_path, monkeypatch):
     data = b'{"version": "1.1", "data": []}'
     (server.root / "dev-v1.1.json").write_bytes(data)
     monkeypatch.setitem(
-        dl.ASSETS, "squad-v1.1-dev",
+        dl.ASSETS,
+        "squad-v1.1-dev",
         dl.Asset(**{**dl.ASSETS["squad-v1.1-dev"].__dict__, "sha256": hashlib.sha256(data).hexdigest()}),
     )
     home = tmp_path / "cache"
@@ -410,8 +409,7 @@ def test_not_a_tar_archive(server, tmp_path):
 
 
 def test_archive_without_checkpoint_files(server, tmp_path):
-    make_archive(server.root / "spanbert_squad1.tar.gz", files=False,
-                 extra=[{"name": "spanbert_squad1/README", "data": b"hi"}])
+    make_archive(server.root / "spanbert_squad1.tar.gz", files=False, extra=[{"name": "spanbert_squad1/README", "data": b"hi"}])
     line = one_line_error(run("squad1", "--dir", str(tmp_path / "c"), "--mirror", server.url))
     assert line == (
         "Error: spanbert_squad1.tar.gz does not hold a checkpoint: config.json, pytorch_model.bin "
@@ -439,22 +437,29 @@ def _refused(server, tmp_path, extra, fragment):
 
 
 def test_refuses_parent_traversal(server, tmp_path):
-    parent = _refused(server, tmp_path, [{"name": "../evil", "data": b"x"}],
-                      "member '../evil' has an absolute path or '..' and would land outside the destination")
+    parent = _refused(
+        server,
+        tmp_path,
+        [{"name": "../evil", "data": b"x"}],
+        "member '../evil' has an absolute path or '..' and would land outside the destination",
+    )
     for where in (parent / "evil", parent.parent / "evil", tmp_path / "evil"):
         assert not where.exists()
 
 
 def test_refuses_nested_parent_traversal(server, tmp_path):
-    parent = _refused(server, tmp_path, [{"name": "spanbert_squad1/../../evil", "data": b"x"}],
-                      "member 'spanbert_squad1/../../evil' has an absolute path or '..'")
+    parent = _refused(
+        server,
+        tmp_path,
+        [{"name": "spanbert_squad1/../../evil", "data": b"x"}],
+        "member 'spanbert_squad1/../../evil' has an absolute path or '..'",
+    )
     assert not (parent / "evil").exists() and not (parent.parent / "evil").exists()
 
 
 def test_refuses_absolute_member(server, tmp_path):
     target = tmp_path / "outside" / "abs-evil"
-    _refused(server, tmp_path, [{"name": str(target), "data": b"x"}],
-             f"member '{target}' has an absolute path or '..'")
+    _refused(server, tmp_path, [{"name": str(target), "data": b"x"}], f"member '{target}' has an absolute path or '..'")
     assert not target.exists() and not target.parent.exists()
 
 
@@ -465,15 +470,17 @@ def test_refuses_symlink_outside(server, tmp_path):
         {"name": "spanbert_squad1/link", "type": tarfile.SYMTYPE, "linkname": str(outside)},
         {"name": "spanbert_squad1/link/pwned", "data": b"x"},
     ]
-    _refused(server, tmp_path, extra,
-             f"symlink 'spanbert_squad1/link' -> '{outside}' points outside the destination")
+    _refused(server, tmp_path, extra, f"symlink 'spanbert_squad1/link' -> '{outside}' points outside the destination")
     assert list(outside.iterdir()) == []
 
 
 def test_refuses_symlink_to_etc(server, tmp_path):
-    _refused(server, tmp_path,
-             [{"name": "spanbert_squad1/etc", "type": tarfile.SYMTYPE, "linkname": "/etc"}],
-             "symlink 'spanbert_squad1/etc' -> '/etc' points outside the destination")
+    _refused(
+        server,
+        tmp_path,
+        [{"name": "spanbert_squad1/etc", "type": tarfile.SYMTYPE, "linkname": "/etc"}],
+        "symlink 'spanbert_squad1/etc' -> '/etc' points outside the destination",
+    )
 
 
 def test_refuses_relative_symlink_climbing_out(server, tmp_path):
@@ -502,14 +509,21 @@ def test_refuses_relative_hardlink_outside(server, tmp_path):
 
 
 def test_refuses_device_file(server, tmp_path):
-    _refused(server, tmp_path,
-             [{"name": "spanbert_squad1/null", "type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}],
-             "member 'spanbert_squad1/null' is a device file or FIFO")
+    _refused(
+        server,
+        tmp_path,
+        [{"name": "spanbert_squad1/null", "type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}],
+        "member 'spanbert_squad1/null' is a device file or FIFO",
+    )
 
 
 def test_refuses_fifo(server, tmp_path):
-    _refused(server, tmp_path, [{"name": "spanbert_squad1/pipe", "type": tarfile.FIFOTYPE}],
-             "member 'spanbert_squad1/pipe' is a device file or FIFO")
+    _refused(
+        server,
+        tmp_path,
+        [{"name": "spanbert_squad1/pipe", "type": tarfile.FIFOTYPE}],
+        "member 'spanbert_squad1/pipe' is a device file or FIFO",
+    )
 
 
 def test_refused_local_archive_leaves_old_checkpoint_untouched(tmp_path):
@@ -527,11 +541,9 @@ def test_internal_links_are_allowed(tmp_path):
         {"name": "spanbert_squad1/vocab", "type": tarfile.DIRTYPE, "mode": 0o755},
         {"name": "spanbert_squad1/vocab/vocab.txt", "data": b"[PAD]\n"},
         {"name": "spanbert_squad1/vocab.txt", "type": tarfile.SYMTYPE, "linkname": "vocab/vocab.txt"},
-        {"name": "spanbert_squad1/weights.bin", "type": tarfile.LNKTYPE,
-         "linkname": "spanbert_squad1/pytorch_model.bin"},
+        {"name": "spanbert_squad1/weights.bin", "type": tarfile.LNKTYPE, "linkname": "spanbert_squad1/pytorch_model.bin"},
     ]
-    dest = dl.download("squad1", dest=tmp_path / "c",
-                       url=str(make_archive(tmp_path / "a.tar.gz", extra=extra)))
+    dest = dl.download("squad1", dest=tmp_path / "c", url=str(make_archive(tmp_path / "a.tar.gz", extra=extra)))
     assert (dest / "vocab.txt").read_bytes() == b"[PAD]\n"
     assert (dest / "weights.bin").read_bytes() == WEIGHTS
 

@@ -6,9 +6,10 @@ import pytest
 from click.testing import CliRunner
 
 from models import SPANBERT_BASE, bert_config, make_checkpoint
-from spanqa.checkpoint import load_checkpoint
 from spanqa.cli import main
-from spanqa.export import ExportSettings, export_checkpoint, ort_session, read_metadata, sample_inputs, torch_logits
+from spanqa.models.checkpoint import load_checkpoint
+from spanqa.models.export import export_checkpoint, ort_session, read_metadata, sample_inputs, torch_logits
+from spanqa.settings import ExportSettings
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,10 @@ def test_export_dynamic_axes_and_io(tiny_checkpoint, tmp_path):
     out = tmp_path / "tiny.onnx"
     report = export_checkpoint(tiny_checkpoint, out)
     model = onnx.load(str(out))
-    io = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*model.graph.input, *model.graph.output)}
+    io = {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in (*model.graph.input, *model.graph.output)
+    }
     assert io == {
         "input_ids": ["batch", "sequence"],
         "token_type_ids": ["batch", "sequence"],

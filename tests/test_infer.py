@@ -21,20 +21,14 @@ import numpy as np
 import pytest
 
 from spanqa.errors import FeaturesError, InferenceError
-from spanqa.infer import (
-    InferenceStats,
-    InferSettings,
-    infer_arrays,
-    infer_folders,
-    infer_synthetic,
-    open_features,
-    perf_from_log,
-    read_outputs,
-    report_lines,
-    run_batches,
-    sigterm_as_interrupt,
-    synthetic_batch,
-)
+from spanqa.offline.folders import open_features
+from spanqa.offline.infer import infer_arrays, infer_folders, infer_synthetic, synthetic_batch
+from spanqa.offline.outputs import read_outputs
+from spanqa.offline.report import perf_from_log, report_lines
+from spanqa.runtimes.loop import run_batches
+from spanqa.runtimes.stats import InferenceStats
+from spanqa.settings import InferSettings
+from spanqa.sysinfo import sigterm_as_interrupt
 
 SUMMARY_KEYS = {
     "batches",
@@ -81,7 +75,11 @@ def squad_json(path: Path) -> Path:
         for q, (question, answer) in enumerate(QUESTIONS):
             if answer in context:
                 qas.append(
-                    {"id": f"q{c}-{q}", "question": question, "answers": [{"text": answer, "answer_start": context.index(answer)}]}
+                    {
+                        "id": f"q{c}-{q}",
+                        "question": question,
+                        "answers": [{"text": answer, "answer_start": context.index(answer)}],
+                    }
                 )
         paragraphs.append({"context": context, "qas": qas})
     path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}))
@@ -90,8 +88,10 @@ def squad_json(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_features(tiny_package, tmp_path_factory):
-    from spanqa.package import open_package
-    from spanqa.squad import FeatureSettings, build_features, read_squad
+    from spanqa.data.features import build_features
+    from spanqa.data.squad import read_squad
+    from spanqa.models.package import open_package
+    from spanqa.settings import FeatureSettings
 
     path = squad_json(tmp_path_factory.mktemp("squad") / "tiny.json")
     features = build_features(read_squad(path), open_package(tiny_package).tokenizer, FeatureSettings(64, 16, 16))
@@ -101,7 +101,8 @@ def tiny_features(tiny_package, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fixed_package(tiny_package, tmp_path_factory) -> Path:
-    from spanqa.compile import CompileSettings, compile_model
+    from spanqa.build.compile import compile_model
+    from spanqa.settings import CompileSettings
 
     out = tmp_path_factory.mktemp("fixedpkg") / "pkg"
     compile_model(tiny_package / "exported.onnx", out, CompileSettings(batch_size=4, seq_len=64))
@@ -109,7 +110,7 @@ def fixed_package(tiny_package, tmp_path_factory) -> Path:
 
 
 def write(features, out: Path, batch_size: int, fmt: str = "bin") -> Path:
-    from spanqa.squad import write_features
+    from spanqa.data.folders import write_features
 
     write_features(features, out, batch_size, fmt)
     return out
@@ -117,7 +118,7 @@ def write(features, out: Path, batch_size: int, fmt: str = "bin") -> Path:
 
 def reference(package: Path, features) -> tuple[np.ndarray, np.ndarray]:
     """ONNX Runtime on all features in one batch, outside the engine."""
-    from spanqa.runtime import open_runtime
+    from spanqa.runtimes import open_runtime
 
     rt = open_runtime(package)
     return rt.run(features.input_ids, features.segment_ids, features.input_mask)
@@ -257,7 +258,7 @@ def test_dynamic_model_headerless_bins_need_a_shape(tiny_package, tiny_features,
 
 
 def test_infer_arrays_pads_for_fixed_batch(fixed_package, tiny_package, tiny_features):
-    from spanqa.runtime import open_runtime
+    from spanqa.runtimes import open_runtime
 
     f = tiny_features
     result = infer_arrays(open_runtime(fixed_package), f.input_ids, f.segment_ids, f.input_mask)
@@ -360,7 +361,10 @@ def test_wrong_dtype_npy(tiny_package, tiny_features, tmp_path):
     np.save(path, np.load(path).astype(np.int32))
     with pytest.raises(FeaturesError) as exc:
         open_features(feats)
-    assert str(exc.value) == f"{path}: dtype int32, expected int64; write features with 'spanqa preprocess' or convert with .astype('int64')"
+    assert (
+        str(exc.value)
+        == f"{path}: dtype int32, expected int64; write features with 'spanqa preprocess' or convert with .astype('int64')"
+    )
 
 
 def test_wrong_dtype_bin(fixed_package, tiny_features, tmp_path):
@@ -397,8 +401,9 @@ def test_truncated_npy(tiny_package, tiny_features, tmp_path):
 
 
 def test_wrong_seq_len_for_fixed_model(fixed_package, tiny_features, tiny_package, tmp_path):
-    from spanqa.package import open_package
-    from spanqa.squad import FeatureSettings, build_features
+    from spanqa.data.features import build_features
+    from spanqa.models.package import open_package
+    from spanqa.settings import FeatureSettings
 
     short = build_features(tiny_features.examples, open_package(tiny_package).tokenizer, FeatureSettings(32, 8, 8))
     feats = write(short, tmp_path / "f", 4)
@@ -431,7 +436,9 @@ def test_missing_input_folder(tiny_package, tiny_features, tmp_path):
         f"{feats}: no segment_ids/ folder (model input token_type_ids); point --input at the directory "
         "'spanqa preprocess' wrote, or list the folders: input_ids,segment_ids,input_mask"
     )
-    with pytest.raises(InferenceError, match=r"no folder for model input token_type_ids \(expected one named segment_ids or token_type_ids\)"):
+    with pytest.raises(
+        InferenceError, match=r"no folder for model input token_type_ids \(expected one named segment_ids or token_type_ids\)"
+    ):
         open_features(f"{feats / 'input_ids'},{feats / 'input_mask'}")
     with pytest.raises(InferenceError, match="nope: no such input folder"):
         open_features(f"{feats / 'input_ids'},{tmp_path / 'nope'},{feats / 'input_mask'}")
@@ -490,7 +497,9 @@ def test_resume_refuses_another_run(tiny_package, fixed_package, tiny_features, 
     feats = write(tiny_features, tmp_path / "f", 4)
     out = tmp_path / "out"
     infer_folders(tiny_package, feats, out)
-    with pytest.raises(InferenceError, match=r"holds outputs of another run \(model_sha256 '[0-9a-f]+', now '[0-9a-f]+'\); drop --resume"):
+    with pytest.raises(
+        InferenceError, match=r"holds outputs of another run \(model_sha256 '[0-9a-f]+', now '[0-9a-f]+'\); drop --resume"
+    ):
         infer_folders(fixed_package, feats, out, InferSettings(resume=True))
     with pytest.raises(InferenceError, match=r"holds outputs of another run \(outfmt 'bin', now 'npy'\)"):
         infer_folders(tiny_package, feats, out, InferSettings(resume=True, outfmt="npy"))
@@ -533,7 +542,9 @@ Inference average time without first time: 175.250000 ms
 def test_report_msame_log(tmp_path):
     log = tmp_path / "msame_bs8.txt"
     log.write_text(MSAME_LOG)
-    assert report_lines(log, batch_size=8) == [f"{log}: batch size 8, 175.250 ms per batch (without first time), {8000 / 175.25:.3f} fps"]
+    assert report_lines(log, batch_size=8) == [
+        f"{log}: batch size 8, 175.250 ms per batch (without first time), {8000 / 175.25:.3f} fps"
+    ]
     with pytest.raises(InferenceError, match="does not say the batch size; pass --batch-size N"):
         report_lines(log)
     only_avg = tmp_path / "avg.txt"

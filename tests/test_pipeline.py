@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from spanqa.answers import predict
+from spanqa.answers.extraction import predict
 from spanqa.cli import main
+from spanqa.data.features import build_features
+from spanqa.data.squad import read_squad
+from spanqa.engine import infer_features
+from spanqa.engine.resolve import resolve_model
 from spanqa.errors import SpanQAError
-from spanqa.pipeline import RunSettings, infer_features, resolve_model, run
-from spanqa.batching import BatchingSettings
-from spanqa.runtime import open_runtime
-from spanqa.squad import build_features, read_squad
+from spanqa.jobs.run import run
+from spanqa.runtimes import open_runtime
+from spanqa.settings import BatchingSettings, RunSettings
 
 
 def subset(src, dest, questions):
@@ -43,11 +46,13 @@ def small_heldout(heldout_json, tmp_path_factory):
 
 def test_length_aware_logits_match_padded(standin_package, small_heldout):
     package_runtime = open_runtime(standin_package)
-    from spanqa.package import open_package
+    from spanqa.models.package import open_package
 
     features = build_features(read_squad(small_heldout), open_package(standin_package).tokenizer)
     s1, e1, stats1 = infer_features(package_runtime, features, RunSettings(warmup=0))
-    s2, e2, stats2 = infer_features(package_runtime, features, RunSettings(warmup=0, batching=BatchingSettings(length_aware=False)))
+    s2, e2, stats2 = infer_features(
+        package_runtime, features, RunSettings(warmup=0, batching=BatchingSettings(length_aware=False))
+    )
     real = features.input_mask.astype(bool)
     assert np.abs(s1 - s2)[real].max() < 1e-4 and np.abs(e1 - e2)[real].max() < 1e-4
     # Length-aware batching ran far fewer positions than the padded path.
@@ -57,12 +62,27 @@ def test_length_aware_logits_match_padded(standin_package, small_heldout):
 
 def test_run_cli_writes_everything(standin_package, small_heldout, tmp_path):
     out = tmp_path / "res"
-    result = CliRunner().invoke(main, ["run", str(small_heldout), "--model", str(standin_package), "-o", str(out), "--keep-files"])
+    result = CliRunner().invoke(
+        main, ["run", str(small_heldout), "--model", str(standin_package), "-o", str(out), "--keep-files"]
+    )
     assert result.exit_code == 0, result.output
-    for label in ("questions", "features", "exact match", "F1", "end-to-end questions/s", "model rows/s", "batch latency p50 / p99 (ms)"):
+    for label in (
+        "questions",
+        "features",
+        "exact match",
+        "F1",
+        "end-to-end questions/s",
+        "model rows/s",
+        "batch latency p50 / p99 (ms)",
+    ):
         assert any(line.startswith(label) for line in result.output.splitlines()), label
     assert sorted(p.name for p in out.iterdir()) == [
-        "features", "nbest_predictions.json", "outputs", "predictions.json", "result.json", "summary.json",
+        "features",
+        "nbest_predictions.json",
+        "outputs",
+        "predictions.json",
+        "result.json",
+        "summary.json",
     ]
     res = json.loads((out / "result.json").read_text())
     assert res["total"] == 60 and 0 < res["f1"] <= 100
@@ -70,7 +90,19 @@ def test_run_cli_writes_everything(standin_package, small_heldout, tmp_path):
     assert summary["questions"] == 60 and summary["target"] == "cpu-fp32"
     assert summary["inference"]["rows"] == summary["features"]
     # The kept recipe files re-score to the same answers through 'spanqa evaluate'.
-    again = CliRunner().invoke(main, ["evaluate", str(small_heldout), "--features", str(out / "features"), "--outputs", str(out / "outputs"), "-o", str(tmp_path / "re")])
+    again = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(small_heldout),
+            "--features",
+            str(out / "features"),
+            "--outputs",
+            str(out / "outputs"),
+            "-o",
+            str(tmp_path / "re"),
+        ],
+    )
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "re" / "predictions.json").read_text()) == json.loads((out / "predictions.json").read_text())
 
@@ -165,7 +197,7 @@ def every_kth_question(src, dest, k):
 
 
 def _infer_outputs(out_dir, n, batch_size):
-    from spanqa.infer import read_outputs
+    from spanqa.offline.outputs import read_outputs
 
     parts = [read_outputs(out_dir, str(b), batch_size, 512) for b in range(-(-n // batch_size))]
     return np.concatenate([p[0] for p in parts])[:n], np.concatenate([p[1] for p in parts])[:n]
@@ -174,7 +206,7 @@ def _infer_outputs(out_dir, n, batch_size):
 def test_run_f1_matches_pytorch_and_padding_changes_nothing(
     standin_package, heldout_json, heldout_stride, heldout_features, heldout_torch_logits, heldout_infer_runs, tmp_path
 ):
-    from spanqa.answers import score
+    from spanqa.answers.scoring import score
 
     dataset = heldout_json if heldout_stride == 1 else every_kth_question(heldout_json, tmp_path / "sample.json", heldout_stride)
     report = run(dataset, standin_package, tmp_path / "res")
@@ -207,5 +239,7 @@ def test_onnx_with_a_target_is_compiled_into_cache(tiny_package, tmp_path, monke
     package, built = resolve_model(exported, "cpu-int8-ort")
     assert built and package.target == "cpu-int8-ort" and package.root.parent == tmp_path / "home" / "packages"
     assert resolve_model(exported, "cpu-int8-ort") == (package, False)
-    with pytest.raises(SpanQAError, match=r"a cpu-fp32 model package; for --target cpu-bf16 pass the checkpoint or its exported .onnx"):
+    with pytest.raises(
+        SpanQAError, match=r"a cpu-fp32 model package; for --target cpu-bf16 pass the checkpoint or its exported .onnx"
+    ):
         resolve_model(tiny_package, "cpu-bf16")

@@ -96,9 +96,7 @@ def server(standin_package, tmp_path_factory):
     deadline = time.monotonic() + 180
     while True:
         if proc.poll() is not None:
-            pytest.fail(
-                f"spanqa serve exited {proc.returncode}:\n{log.read_text()[-4000:]}"
-            )
+            pytest.fail(f"spanqa serve exited {proc.returncode}:\n{log.read_text()[-4000:]}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 break
@@ -127,12 +125,8 @@ def _post_all(url: str, bodies: list[dict], headers=AUTH, timeout: float = 60) -
     """POST every body at once; the responses (or the exception) in order."""
 
     async def run():
-        async with httpx.AsyncClient(
-            base_url=url, headers=headers, timeout=timeout
-        ) as c:
-            return await asyncio.gather(
-                *(c.post("/v1/answer", json=b) for b in bodies), return_exceptions=True
-            )
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout) as c:
+            return await asyncio.gather(*(c.post("/v1/answer", json=b) for b in bodies), return_exceptions=True)
 
     return asyncio.run(run())
 
@@ -161,9 +155,7 @@ def test_answers_equal_the_engines(client, engine, questions):
 
 
 def test_concurrent_mixed_lengths_get_the_same_answers(server, client, questions):
-    alone = [
-        client.post("/v1/answer", json={"inputs": q}).json() for q in questions[:8]
-    ]
+    alone = [client.post("/v1/answer", json={"inputs": q}).json() for q in questions[:8]]
     together = _post_all(server[0], [{"inputs": q} for q in questions[:8]])
     for r, want in zip(together, alone):
         assert r.status_code == 200, r.text
@@ -202,9 +194,7 @@ def test_top_k_and_per_request_settings(client, engine, questions):
         engine.settings,
         features=FeatureSettings(128, 64, 32, engine.settings.features.do_lower_case),
     )
-    settings = replace(
-        settings, answers=replace(settings.answers, max_answer_length=10)
-    )
+    settings = replace(settings, answers=replace(settings.answers, max_answer_length=10))
     small = Engine(engine.package, threads=1, settings=settings, runtime=engine.runtime)
     assert r.status_code == 200
     _same(r.json()[0], small.answer(q["question"], q["context"]).to_json())
@@ -285,9 +275,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(
-    "body,field,message", BAD, ids=[b[1] + "-" + str(i) for i, b in enumerate(BAD)]
-)
+@pytest.mark.parametrize("body,field,message", BAD, ids=[b[1] + "-" + str(i) for i, b in enumerate(BAD)])
 def test_bad_input_is_422_naming_the_field(client, body, field, message):
     r = client.post("/v1/answer", json=body)
     assert r.status_code == 422, r.text
@@ -309,9 +297,7 @@ def test_malformed_json_and_wrong_body_are_422(client):
 
 
 def test_oversized_contexts_are_413_naming_the_limit(client):
-    r = client.post(
-        "/v1/answer", json={"inputs": {"question": "q", "context": "word " * 1300}}
-    )
+    r = client.post("/v1/answer", json={"inputs": {"question": "q", "context": "word " * 1300}})
     assert r.status_code == 413
     assert r.json() == {
         "status": 413,
@@ -334,12 +320,7 @@ def test_oversized_contexts_are_413_naming_the_limit(client):
         "field": "inputs.1.context",
         "limit": "max_windows",
     }
-    assert (
-        client.post(
-            "/v1/answer", json={"inputs": {"question": "q", "context": "a " * 1100}}
-        ).status_code
-        == 200
-    )
+    assert client.post("/v1/answer", json={"inputs": {"question": "q", "context": "a " * 1100}}).status_code == 200
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,14 +341,8 @@ def test_auth_and_open_health_endpoints(server):
             r = httpx.request(method, url + path, json={"inputs": QA}, headers=headers)
             assert r.status_code == 401, (path, headers)
             assert r.headers["www-authenticate"] == "Bearer"
-            assert (
-                r.json()["error"]
-                == "missing or wrong bearer token: send 'Authorization: Bearer <SPANQA_API_KEY>'"
-            )
-    assert (
-        httpx.post(url + "/v1/answer", json={"inputs": QA}, headers=AUTH).status_code
-        == 200
-    )
+            assert r.json()["error"] == "missing or wrong bearer token: send 'Authorization: Bearer <SPANQA_API_KEY>'"
+    assert httpx.post(url + "/v1/answer", json={"inputs": QA}, headers=AUTH).status_code == 200
 
 
 def test_binds_loopback_by_default(server):
@@ -376,10 +351,7 @@ def test_binds_loopback_by_default(server):
     assert default(ServeSettings, "host") == "127.0.0.1"
     port = int(server[0].rsplit(":", 1)[1])
     listening = set()
-    for line in (
-        Path("/proc/net/tcp").read_text().splitlines()[1:]
-        + Path("/proc/net/tcp6").read_text().splitlines()[1:]
-    ):
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:] + Path("/proc/net/tcp6").read_text().splitlines()[1:]:
         local, state = line.split()[1], line.split()[3]
         addr, p = local.split(":")
         if state == "0A" and int(p, 16) == port:
@@ -417,17 +389,12 @@ def test_request_timeout_is_504(engine):
     app = build_app(service, never)
 
     async def run():
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
-        ) as c:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
             return await c.post("/v1/answer", json={"inputs": QA})
 
     r = asyncio.run(run())
     assert r.status_code == 504
-    assert (
-        r.json()["error"]
-        == "no answer within 0.2 s (the server's request_timeout_s); retry later"
-    )
+    assert r.json()["error"] == "no answer within 0.2 s (the server's request_timeout_s); retry later"
     assert _sample(service.metrics.exposition()[0].decode(), "spanqa_queue_length") == 0
 
 
@@ -453,22 +420,14 @@ def test_killed_replica_is_replaced(server, client, questions):
 
     async def run():
         async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=90) as c:
-            calls = [
-                asyncio.ensure_future(
-                    c.post("/v1/answer", json={"inputs": [questions[-1]] * 4})
-                )
-                for _ in range(4)
-            ]
+            calls = [asyncio.ensure_future(c.post("/v1/answer", json={"inputs": [questions[-1]] * 4})) for _ in range(4)]
             await asyncio.sleep(0.3)
             os.kill(pid, signal.SIGKILL)
             return await asyncio.gather(*calls, return_exceptions=True)
 
     held = asyncio.run(run())
     # What the dead replica held fails fast with a 5xx (or was answered before it died); none hang.
-    assert all(
-        getattr(r, "status_code", 0) == 200 or 500 <= getattr(r, "status_code", 0) < 600
-        for r in held
-    ), held
+    assert all(getattr(r, "status_code", 0) == 200 or 500 <= getattr(r, "status_code", 0) < 600 for r in held), held
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
@@ -490,10 +449,7 @@ def test_sigterm_drains_then_exits_0(server, questions):
 
     async def run():
         async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60) as c:
-            calls = [
-                asyncio.ensure_future(c.post("/v1/answer", json={"inputs": [q] * 2}))
-                for q in questions[-6:]
-            ]
+            calls = [asyncio.ensure_future(c.post("/v1/answer", json={"inputs": [q] * 2})) for q in questions[-6:]]
             await asyncio.sleep(0.2)
             proc.send_signal(signal.SIGTERM)
             return await asyncio.gather(*calls, return_exceptions=True)

@@ -9,24 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
-
 import squad_reference as R
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from spanqa.data.features import build_features, doc_spans, max_context_flags
+from spanqa.data.folders import load_features, read_features_manifest, write_features
+from spanqa.data.squad import Example, read_squad, split_context
+from spanqa.data.tokenization import make_tokenizer
+from spanqa.data.vocab import TokenizerSettings, default_vocab_path
 from spanqa.errors import DatasetError, FeaturesError
-from spanqa.squad import (
-    Example,
-    FeatureSettings,
-    build_features,
-    doc_spans,
-    load_features,
-    max_context_flags,
-    read_features_manifest,
-    read_squad,
-    split_context,
-    write_features,
-)
-from spanqa.tokenization import make_tokenizer
-from spanqa.vocab import TokenizerSettings, default_vocab_path
+from spanqa.settings import FeatureSettings
 
 HERE = Path(__file__).resolve().parent
 SHARED_VOCAB = HERE.parents[1] / "shared" / "data" / "vocab"
@@ -101,9 +95,7 @@ def test_dev_set_features_identical_to_reference(dev_json, shared_dir, lower, vo
 
     s = FeatureSettings(512, 128, 64)
     features = build_features(examples, TokenizerSettings(vocab, lower), s)
-    ref = R.convert_examples_to_features(
-        [(q, d) for _, q, d in ref_examples], R.reference_tokenizer(vocab, lower), 512, 128, 64
-    )
+    ref = R.convert_examples_to_features([(q, d) for _, q, d in ref_examples], R.reference_tokenizer(vocab, lower), 512, 128, 64)
     assert R.mismatches(features, ref) == []
     assert len(features) == len(ref) == count
     assert features.settings == FeatureSettings(512, 128, 64, lower)
@@ -167,16 +159,33 @@ def test_lone_surrogates_from_json_escapes_are_dropped_like_the_reference(tmp_pa
         features = build_features(examples, _tok(lower), s)
         assert R.mismatches(features, _reference(examples, lower, s)) == []
         if not lower:
-            assert features.tokens[0] == ["[CLS]", "x", "##y", "?", "[SEP]", "a", "##b", "##c", "##d",
-                                          "ok", "[UNK]", "[SEP]"]
+            assert features.tokens[0] == ["[CLS]", "x", "##y", "?", "[SEP]", "a", "##b", "##c", "##d", "ok", "[UNK]", "[SEP]"]
             # "\udfff" (word 1) yields no token at all.
             assert features.token_to_orig_map[0] == {5: 0, 6: 0, 7: 0, 8: 0, 9: 2, 10: 3}
 
 
 @pytest.mark.parametrize("lower", [False, True], ids=["cased", "uncased"])
 def test_ten_thousand_word_context(lower):
-    words = ["The", "Normans", "(Norman:", "Nourmands;", "French:", "Normands)", "gave", "their",
-             "name", "to", "Normandy,", "a", "région", "in", "France.", "ΣΟΦΟΣ", "1066", "—"]
+    words = [
+        "The",
+        "Normans",
+        "(Norman:",
+        "Nourmands;",
+        "French:",
+        "Normands)",
+        "gave",
+        "their",
+        "name",
+        "to",
+        "Normandy,",
+        "a",
+        "région",
+        "in",
+        "France.",
+        "ΣΟΦΟΣ",
+        "1066",
+        "—",
+    ]
     context = " ".join(words[i % len(words)] + ("s" if i % 7 == 0 else "") for i in range(10_000))
     examples = [Example("long", "Who gave their name to Normandy?", split_context(context))]
     assert len(examples[0].doc_tokens) == 10_000
@@ -200,10 +209,19 @@ def test_squad_v2_is_read(tmp_path):
                             {
                                 "context": "Paris is in France.",
                                 "qas": [
-                                    {"id": "a", "question": "Where is Paris?", "is_impossible": False,
-                                     "answers": [{"text": "France", "answer_start": 12}]},
-                                    {"id": "b", "question": "Where is Rome?", "is_impossible": True,
-                                     "answers": [], "plausible_answers": [{"text": "France", "answer_start": 12}]},
+                                    {
+                                        "id": "a",
+                                        "question": "Where is Paris?",
+                                        "is_impossible": False,
+                                        "answers": [{"text": "France", "answer_start": 12}],
+                                    },
+                                    {
+                                        "id": "b",
+                                        "question": "Where is Rome?",
+                                        "is_impossible": True,
+                                        "answers": [],
+                                        "plausible_answers": [{"text": "France", "answer_start": 12}],
+                                    },
                                 ],
                             }
                         ],
@@ -220,8 +238,7 @@ def test_squad_v2_is_read(tmp_path):
     ]
     features = build_features(examples, _tok(False), FeatureSettings())
     assert len(features) == 2
-    assert features.tokens[1] == ["[CLS]", "Where", "is", "Rome", "?", "[SEP]",
-                                  "Paris", "is", "in", "France", ".", "[SEP]"]
+    assert features.tokens[1] == ["[CLS]", "Where", "is", "Rome", "?", "[SEP]", "Paris", "is", "in", "France", ".", "[SEP]"]
 
 
 # --- the algorithm's pieces ----------------------------------------------------------------------
@@ -327,22 +344,37 @@ def _para(**kw):
 
 
 BAD_INPUTS = [
-    ("{not json", "not valid JSON (Expecting property name enclosed in double quotes at line 1 column 2); pass a SQuAD .json file"),
+    (
+        "{not json",
+        "not valid JSON (Expecting property name enclosed in double quotes at line 1 column 2); pass a SQuAD .json file",
+    ),
     ([1, 2], "not a SQuAD file: expected a JSON object with a 'data' list of articles"),
     ({"version": "1.1"}, "not a SQuAD file: expected a JSON object with a 'data' list of articles"),
-    ({"data": [{"title": "Nile", "paras": []}]},
-     "article 0 ('Nile'): not a SQuAD article: expected an object with a 'paragraphs' list"),
+    (
+        {"data": [{"title": "Nile", "paras": []}]},
+        "article 0 ('Nile'): not a SQuAD article: expected an object with a 'paragraphs' list",
+    ),
     ({"data": [{"title": "Nile", "paragraphs": [{"qas": []}]}]}, "article 0 ('Nile'), paragraph 0: missing 'context'"),
-    ({"data": [{"title": "Nile", "paragraphs": [_para(context=7)]}]},
-     "article 0 ('Nile'), paragraph 0: 'context' is not a string"),
-    ({"data": [{"title": "Nile", "paragraphs": [_para(qas=[{"id": "q1", "answers": []}])]}]},
-     "article 0 ('Nile'), question 'q1': missing 'question'"),
-    ({"data": [{"title": "Nile", "paragraphs": [_para(), _para(qas=[{"question": "q"}])]}]},
-     "article 0 ('Nile'), paragraph 1, question 0: missing 'id'"),
-    ({"data": [{"title": "Nile", "paragraphs": [_para()]}, {"title": "Amazon", "paragraphs": [_para()]}]},
-     "article 1 ('Amazon'), question '1': duplicate question id (first in article 0 ('Nile')); question ids must be unique"),
-    ({"data": [{"title": "Nile", "paragraphs": [_para(qas=[{"id": "1", "question": "q", "answers": "x"}])]}]},
-     "article 0 ('Nile'), question '1': 'answers' must be a list of objects with a 'text' string"),
+    (
+        {"data": [{"title": "Nile", "paragraphs": [_para(context=7)]}]},
+        "article 0 ('Nile'), paragraph 0: 'context' is not a string",
+    ),
+    (
+        {"data": [{"title": "Nile", "paragraphs": [_para(qas=[{"id": "q1", "answers": []}])]}]},
+        "article 0 ('Nile'), question 'q1': missing 'question'",
+    ),
+    (
+        {"data": [{"title": "Nile", "paragraphs": [_para(), _para(qas=[{"question": "q"}])]}]},
+        "article 0 ('Nile'), paragraph 1, question 0: missing 'id'",
+    ),
+    (
+        {"data": [{"title": "Nile", "paragraphs": [_para()]}, {"title": "Amazon", "paragraphs": [_para()]}]},
+        "article 1 ('Amazon'), question '1': duplicate question id (first in article 0 ('Nile')); question ids must be unique",
+    ),
+    (
+        {"data": [{"title": "Nile", "paragraphs": [_para(qas=[{"id": "1", "question": "q", "answers": "x"}])]}]},
+        "article 0 ('Nile'), question '1': 'answers' must be a list of objects with a 'text' string",
+    ),
     ({"data": []}, "no questions found; pass a SQuAD file with 'qas'"),
 ]
 
@@ -409,16 +441,39 @@ def test_write_then_load_round_trip(tmp_path, small_features, fmt):
     assert manifest == read_features_manifest(out)
     from spanqa.fileutil import sha256_file
 
-    assert {k: manifest[k] for k in ("format", "batch_size", "max_seq_length", "num_features", "num_batches",
-                                     "num_padding_rows", "num_examples", "num_contexts", "unique_id_base",
-                                     "do_lower_case", "dataset", "dataset_sha256", "vocab_sha256")} == {
-        "format": fmt, "batch_size": 4, "max_seq_length": 40, "num_features": n, "num_batches": 4,
-        "num_padding_rows": 3, "num_examples": 5, "num_contexts": 2, "unique_id_base": 1000000000,
-        "do_lower_case": False, "dataset": "small.json", "dataset_sha256": sha256_file(dataset),
+    assert {
+        k: manifest[k]
+        for k in (
+            "format",
+            "batch_size",
+            "max_seq_length",
+            "num_features",
+            "num_batches",
+            "num_padding_rows",
+            "num_examples",
+            "num_contexts",
+            "unique_id_base",
+            "do_lower_case",
+            "dataset",
+            "dataset_sha256",
+            "vocab_sha256",
+        )
+    } == {
+        "format": fmt,
+        "batch_size": 4,
+        "max_seq_length": 40,
+        "num_features": n,
+        "num_batches": 4,
+        "num_padding_rows": 3,
+        "num_examples": 5,
+        "num_contexts": 2,
+        "unique_id_base": 1000000000,
+        "do_lower_case": False,
+        "dataset": "small.json",
+        "dataset_sha256": sha256_file(dataset),
         "vocab_sha256": sha256_file(default_vocab_path()),
     }
-    assert manifest["settings"] == {"max_seq_length": 40, "doc_stride": 16, "max_query_length": 8,
-                                    "do_lower_case": False}
+    assert manifest["settings"] == {"max_seq_length": 40, "doc_stride": 16, "max_query_length": 8, "do_lower_case": False}
     for name in ("input_ids", "input_mask", "segment_ids"):
         files = sorted(p.name for p in (out / name).iterdir())
         assert files == [f"0.{fmt}", f"1.{fmt}", f"2.{fmt}", f"3.{fmt}"]
@@ -492,7 +547,9 @@ def test_load_rejects_inconsistent_dirs(tmp_path, small_features):
 
     with open(out / "input_mask" / "1.bin", "r+b") as fh:
         fh.truncate(100)
-    with pytest.raises(FeaturesError, match=r"input_mask/1.bin: 100 bytes, expected 1280 \(int64 \[4, 40\]\); re-run spanqa preprocess$"):
+    with pytest.raises(
+        FeaturesError, match=r"input_mask/1.bin: 100 bytes, expected 1280 \(int64 \[4, 40\]\); re-run spanqa preprocess$"
+    ):
         load_features(out)
     write_features(features, out, batch_size=4)
 

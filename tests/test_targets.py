@@ -8,9 +8,11 @@ import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 
+from spanqa.build.compile import Target, _build_cpu_fp32, compile_model
 from spanqa.cli import main
-from spanqa.compile import TARGETS, CompileSettings, Target, _build_cpu_fp32, compile_model
-from spanqa.runtime import open_runtime
+from spanqa.registry import TARGETS
+from spanqa.runtimes import open_runtime
+from spanqa.settings import CompileSettings
 
 GUARD_Q = "150"
 
@@ -27,8 +29,20 @@ def test_reduced_precision_passes_guard(target, standin_package, guard_set, tmp_
     out = tmp_path / target
     result = CliRunner().invoke(
         main,
-        ["compile", str(standin_package / "exported.onnx"), "-o", str(out), "--target", target,
-         "--guard", str(guard_set), "--guard-questions", GUARD_Q, "--calibration-size", "64"],
+        [
+            "compile",
+            str(standin_package / "exported.onnx"),
+            "-o",
+            str(out),
+            "--target",
+            target,
+            "--guard",
+            str(guard_set),
+            "--guard-questions",
+            GUARD_Q,
+            "--calibration-size",
+            "64",
+        ],
     )
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
@@ -81,8 +95,19 @@ def test_guard_refuses_broken_model(standin_package, guard_set, tmp_path, monkey
     )
     out = tmp_path / "broken"
     result = CliRunner().invoke(
-        main, ["compile", str(standin_package / "exported.onnx"), "-o", str(out), "--target", "cpu-broken",
-               "--guard", str(guard_set), "--guard-questions", "100"],
+        main,
+        [
+            "compile",
+            str(standin_package / "exported.onnx"),
+            "-o",
+            str(out),
+            "--target",
+            "cpu-broken",
+            "--guard",
+            str(guard_set),
+            "--guard-questions",
+            "100",
+        ],
     )
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
@@ -94,7 +119,9 @@ def test_guard_refuses_broken_model(standin_package, guard_set, tmp_path, monkey
 
 
 def test_int8_needs_real_calibration(tiny_package, tmp_path):
-    result = CliRunner().invoke(main, ["compile", str(tiny_package / "exported.onnx"), "-o", str(tmp_path / "q"), "--target", "cpu-int8"])
+    result = CliRunner().invoke(
+        main, ["compile", str(tiny_package / "exported.onnx"), "-o", str(tmp_path / "q"), "--target", "cpu-int8"]
+    )
     assert result.exit_code == 1
     assert result.output.strip() == (
         "Error: --target cpu-int8 is calibrated on real SQuAD features: pass --calibration DATASET.json "
@@ -104,7 +131,9 @@ def test_int8_needs_real_calibration(tiny_package, tmp_path):
 
 
 def test_openvino_fixed_shape(tiny_package, tmp_path):
-    manifest = compile_model(tiny_package / "exported.onnx", tmp_path / "bf", CompileSettings(target="cpu-bf16", batch_size=2, seq_len=32))
+    manifest = compile_model(
+        tiny_package / "exported.onnx", tmp_path / "bf", CompileSettings(target="cpu-bf16", batch_size=2, seq_len=32)
+    )
     runtime = open_runtime(tmp_path / "bf")
     assert (runtime.batch_size, runtime.seq_len) == (2, 32)
     assert manifest["verification"]["shapes"][0]["batch"] == 2
@@ -132,7 +161,9 @@ def test_gpu_targets(target, provider, standin_package, guard_set, tmp_path):
 def test_gpu_target_without_gpu_is_one_line(tiny_package, tmp_path):
     if _has_provider("CUDAExecutionProvider"):
         pytest.skip("this machine has a CUDA provider")
-    result = CliRunner().invoke(main, ["compile", str(tiny_package / "exported.onnx"), "-o", str(tmp_path / "g"), "--target", "gpu-fp16"])
+    result = CliRunner().invoke(
+        main, ["compile", str(tiny_package / "exported.onnx"), "-o", str(tmp_path / "g"), "--target", "gpu-fp16"]
+    )
     assert result.exit_code == 1
     assert result.output.strip() == (
         "Error: --target gpu-fp16 needs onnxruntime's CUDAExecutionProvider to build and verify the model, and this "

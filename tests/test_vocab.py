@@ -1,7 +1,7 @@
 import json
 
+from spanqa.data.vocab import TokenizerSettings, default_vocab_path, resolve_tokenizer, write_tokenizer_files
 from spanqa.fileutil import sha256_file
-from spanqa.vocab import TokenizerSettings, default_vocab_path, resolve_tokenizer, write_tokenizer_files
 
 
 def test_shipped_vocab_is_bert_base_cased(shared_dir):

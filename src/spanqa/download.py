@@ -14,21 +14,20 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
 from spanqa import __version__
-from spanqa.errors import DownloadError
-from spanqa.fileutil import atomic_dir, atomic_path, sha256_file, write_json_atomic
+from spanqa.archive import CHECKPOINT_FILES, RECORD_NAME, extract_checkpoint, safe_extract
+from spanqa.errors import DownloadError, one_line
+from spanqa.fileutil import atomic_path, check_output, sha256_file
+from spanqa.paths import HOME_ENV, cache_home
 
-HOME_ENV = "SPANQA_HOME"
 MIRROR_ENV = "SPANQA_MIRROR"
 TIMEOUT_S = 30.0
-RECORD_NAME = "spanqa-download.json"
 _CHUNK = 1 << 20
 
 
@@ -46,8 +45,6 @@ class Asset:
 
 _SPANBERT_RELEASE = "https://dl.fbaipublicfiles.com/fairseq/models"
 _SQUAD_DATASET = "https://rajpurkar.github.io/SQuAD-explorer/dataset"
-_CHECKPOINT_FILES = ("config.json", "pytorch_model.bin")
-
 ASSETS: dict[str, Asset] = {
     "squad1": Asset(
         name="squad1",
@@ -56,7 +53,7 @@ ASSETS: dict[str, Asset] = {
         sha256=None,
         kind="checkpoint",
         subpath="models/spanbert-squad1",
-        required=_CHECKPOINT_FILES,
+        required=CHECKPOINT_FILES,
         description="SpanBERT (cased, large) fine-tuned on SQuAD v1.1",
     ),
     "squad2": Asset(
@@ -66,7 +63,7 @@ ASSETS: dict[str, Asset] = {
         sha256=None,
         kind="checkpoint",
         subpath="models/spanbert-squad2",
-        required=_CHECKPOINT_FILES,
+        required=CHECKPOINT_FILES,
         description="SpanBERT (cased, large) fine-tuned on SQuAD v2.0",
     ),
     "squad-v1.1-dev": Asset(
@@ -81,19 +78,11 @@ ASSETS: dict[str, Asset] = {
 }
 
 
-def cache_home() -> Path:
-    """``$SPANQA_HOME`` or ``~/.cache/spanqa``."""
-    env = os.environ.get(HOME_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "spanqa"
-
-
 def get_asset(name: str) -> Asset:
     try:
         return ASSETS[name]
     except KeyError:
-        raise DownloadError(
-            f"unknown asset {name!r}; choose one of: {', '.join(ASSETS)}"
-        ) from None
+        raise DownloadError(f"unknown asset {name!r}; choose one of: {', '.join(ASSETS)}") from None
 
 
 def default_path(name: str, home: str | os.PathLike | None = None) -> Path:
@@ -138,14 +127,39 @@ def read_record(checkpoint_dir: str | os.PathLike) -> dict | None:
         return None
 
 
-def ensure_asset(
-    name: str, *, mirror: str | None = None, home: str | os.PathLike | None = None
-) -> Path:
+def ensure_asset(name: str, *, mirror: str | None = None, home: str | os.PathLike | None = None) -> Path:
     """The cached asset's path, downloading it on first use and reusing the cache afterwards."""
     dest = default_path(name, home)
     if is_complete(name, dest):
         return dest
     return download(name, dest=dest, mirror=mirror)
+
+
+def ensure_assets(dataset, model, *, mirror: str | None = None) -> tuple[Path, Path]:
+    """``spanqa run``'s defaults: the SQuAD v1.1 dev set and the SpanBERT squad1 checkpoint for
+    whichever of ``dataset`` / ``model`` is None. Both are tried before failing, so an offline
+    first run names everything it needs in one message."""
+    wanted = {"squad-v1.1-dev": dataset, "squad1": model}
+    found: dict[str, Path] = {}
+    failed: list[Asset] = []
+    for name, given in wanted.items():
+        if given is not None:
+            found[name] = Path(given)
+            continue
+        try:
+            found[name] = ensure_asset(name, mirror=mirror)
+        except DownloadError:
+            if len([v for v in wanted.values() if v is None]) == 1:
+                raise
+            failed.append(get_asset(name))
+    if failed:
+        names = " and ".join(f"{a.name} ({a.filename})" for a in failed)
+        installs = "; ".join(f"'spanqa download {a.name} --url /path/to/{a.filename}'" for a in failed)
+        raise DownloadError(
+            f"cannot fetch {names}: offline? Download them elsewhere and install them with {installs}, "
+            f"or set --mirror / {MIRROR_ENV}, or pass DATASET and --model"
+        )
+    return found["squad-v1.1-dev"], found["squad1"]
 
 
 def download(
@@ -168,6 +182,9 @@ def download(
     local = _local_path(asset, src)
     # Temp files live beside the destination: same filesystem for the final rename, and a
     # multi-GB archive goes to the disk the user chose, not to /tmp.
+    if asset.kind == "checkpoint":
+        # Only a checkpoint spanqa installed may be replaced: never a directory of other files.
+        check_output(dest, "checkpoint", overwrite=True, option="--dir")
     created = _missing_parents(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp_file: Path | None = None
@@ -245,13 +262,10 @@ def _local_path(asset: Asset, src: str) -> Path | None:
     else:
         path = Path(src).expanduser()
     if path.is_dir():
-        raise DownloadError(
-            f"{path} is a directory; pass the file itself, e.g. --url {path / asset.filename}"
-        )
+        raise DownloadError(f"{path} is a directory; pass the file itself, e.g. --url {path / asset.filename}")
     if not path.is_file():
         raise DownloadError(
-            f"{path} does not exist; pass the path of {asset.filename} downloaded elsewhere "
-            f"with --url /path/to/{asset.filename}"
+            f"{path} does not exist; pass the path of {asset.filename} downloaded elsewhere with --url /path/to/{asset.filename}"
         )
     return path
 
@@ -280,10 +294,6 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _fetch(asset: Asset, url: str, out: Path, timeout: float) -> tuple[str, int]:
     """Stream ``url`` into ``out`` with a progress bar; return (sha256, size)."""
     from http.client import HTTPException
@@ -297,28 +307,24 @@ def _fetch(asset: Asset, url: str, out: Path, timeout: float) -> tuple[str, int]
         response = urlopen(request, timeout=timeout)
     except HTTPError as exc:
         raise DownloadError(
-            _one_line(f"cannot download {url}: {_reason(exc)}. Check the URL or mirror, or "
-                      + _way_out(asset))
+            one_line(f"cannot download {url}: {_reason(exc)}. Check the URL or mirror, or " + _way_out(asset))
         ) from None
     except (OSError, HTTPException, ValueError) as exc:
-        raise DownloadError(
-            _one_line(f"cannot reach {url}: {_reason(exc)}. You seem to be offline: " + _way_out(asset))
-        ) from None
+        raise DownloadError(one_line(f"cannot reach {url}: {_reason(exc)}. You seem to be offline: " + _way_out(asset))) from None
     h = hashlib.sha256()
     size = 0
     with response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-        with open(out, "wb") as f, progress.bar(
-            total=total, desc=asset.filename, unit="B", unit_scale=True
-        ) as bar:
+        with open(out, "wb") as f, progress.bar(total=total, desc=asset.filename, unit="B", unit_scale=True) as bar:
             while True:
                 try:
                     block = response.read(_CHUNK)
                 except (OSError, HTTPException) as exc:
                     raise DownloadError(
-                        _one_line(f"download of {url} broke off after {size} bytes: {_reason(exc)}. "
-                                  "Try again, or " + _way_out(asset))
+                        one_line(
+                            f"download of {url} broke off after {size} bytes: {_reason(exc)}. Try again, or " + _way_out(asset)
+                        )
                     ) from None
                 if not block:
                     break
@@ -327,10 +333,7 @@ def _fetch(asset: Asset, url: str, out: Path, timeout: float) -> tuple[str, int]
                 size += len(block)
                 bar.update(len(block))
     if total is not None and size != total:
-        raise DownloadError(
-            f"download of {url} is incomplete: got {size} of {total} bytes. Try again, or "
-            + _way_out(asset)
-        )
+        raise DownloadError(f"download of {url} is incomplete: got {size} of {total} bytes. Try again, or " + _way_out(asset))
     return h.hexdigest(), size
 
 
@@ -340,9 +343,10 @@ def _hash_local(asset: Asset, path: Path) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
     try:
-        with open(path, "rb") as f, progress.bar(
-            total=path.stat().st_size, desc=f"checking {asset.filename}", unit="B", unit_scale=True
-        ) as bar:
+        with (
+            open(path, "rb") as f,
+            progress.bar(total=path.stat().st_size, desc=f"checking {asset.filename}", unit="B", unit_scale=True) as bar,
+        ):
             while block := f.read(_CHUNK):
                 h.update(block)
                 size += len(block)
@@ -362,119 +366,4 @@ def _install_file(src: Path, dest: Path, move: bool) -> None:
             shutil.copyfile(src, tmp)
 
 
-# --- safe extraction -------------------------------------------------------------------------
-
-
-def _member_parts(name: str) -> tuple[str, ...] | None:
-    """The path components of an archive member name, or None when it is absolute or climbs up."""
-    if not name or name.startswith(("/", "\\")) or "\\" in name or "\x00" in name:
-        return None
-    if len(name) >= 2 and name[1] == ":":  # Windows drive ("C:...")
-        return None
-    parts = tuple(p for p in PurePosixPath(name).parts if p not in ("", "."))
-    if any(p == ".." for p in parts):
-        return None
-    return parts
-
-
-def check_member(member: tarfile.TarInfo) -> str | None:
-    """Why extracting ``member`` would be unsafe, or None when it is safe.
-
-    Links are allowed only when their target is relative and has no ``..``: a link can then only
-    point at or below its own directory, so no chain of links can lead out of the destination.
-    """
-    parts = _member_parts(member.name)
-    if parts is None:
-        return f"member {member.name!r} has an absolute path or '..' and would land outside the destination"
-    if not parts:
-        return None if member.isdir() else f"member {member.name!r} has an empty name"
-    if member.issym() or member.islnk():
-        kind = "symlink" if member.issym() else "hardlink"
-        if _member_parts(member.linkname) is None or not member.linkname:
-            return f"{kind} {member.name!r} -> {member.linkname!r} points outside the destination"
-        return None
-    if member.isdev():
-        return f"member {member.name!r} is a device file or FIFO"
-    if not (member.isfile() or member.isdir()):
-        return f"member {member.name!r} has an unsupported type"
-    return None
-
-
-def safe_extract(archive: str | os.PathLike, target: str | os.PathLike, label: str | None = None) -> None:
-    """Extract a tar archive (any compression) into the existing directory ``target``.
-
-    Every member is checked before it is written; the first unsafe one raises DownloadError.
-    The caller extracts into a fresh temp directory and discards it on failure.
-    """
-    archive = Path(archive)
-    target = Path(target)
-    label = label or archive.name
-    use_filter = hasattr(tarfile, "data_filter")
-    try:
-        with tarfile.open(archive, mode="r:*") as tar:
-            for member in tar:
-                problem = check_member(member)
-                if problem is not None:
-                    raise DownloadError(
-                        f"refusing to extract {label}: {problem}; the archive is corrupt or "
-                        "malicious, nothing was kept"
-                    )
-                if member.isdir():
-                    # Directories get safe permissions regardless of what the archive says.
-                    (target / member.name).mkdir(parents=True, exist_ok=True)
-                    continue
-                if use_filter:
-                    tar.extract(member, target, set_attrs=False, filter="data")
-                else:  # pragma: no cover - Python without extraction filters
-                    tar.extract(member, target, set_attrs=False)
-    except DownloadError:
-        raise
-    except tarfile.FilterError as exc:
-        raise DownloadError(
-            f"refusing to extract {label}: {exc}; the archive is corrupt or malicious, nothing was kept"
-        ) from None
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        raise DownloadError(
-            f"cannot extract {label}: {_one_line(str(exc)) or type(exc).__name__}; "
-            "it is not a complete tar archive, download it again"
-        ) from None
-
-
-def extract_checkpoint(
-    archive: str | os.PathLike,
-    dest: str | os.PathLike,
-    *,
-    asset: Asset | None = None,
-    record: dict | None = None,
-) -> Path:
-    """Safely extract a checkpoint archive so that ``dest`` holds config.json etc. directly.
-
-    An archive with one top-level directory contributes that directory's contents. ``dest`` is
-    replaced atomically, and only when the archive is safe and holds the required files.
-    """
-    archive = Path(archive)
-    dest = Path(dest)
-    required = asset.required if asset is not None else _CHECKPOINT_FILES
-    label = asset.filename if asset is not None else archive.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extract", dir=dest.parent))
-    try:
-        safe_extract(archive, stage, label=label)
-        root = stage
-        entries = list(stage.iterdir())
-        if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
-            root = entries[0]
-        missing = [f for f in required if not (root / f).is_file()]
-        if missing:
-            raise DownloadError(
-                f"{label} does not hold a checkpoint: {', '.join(missing)} missing; "
-                "pass an archive with config.json and pytorch_model.bin"
-            )
-        with atomic_dir(dest) as out:
-            for entry in root.iterdir():
-                os.replace(entry, out / entry.name)
-            if record is not None:
-                write_json_atomic(out / RECORD_NAME, record)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return dest
+__all__ = ["HOME_ENV", "cache_home", "extract_checkpoint", "safe_extract"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 # Exit codes the CLI uses (documented in docs/reliability.md).
 EXIT_FAILURE = 1  # the work failed (a model below the guard, a runtime that failed, ...)
 EXIT_USAGE = 2  # bad options or arguments (click uses 2 as well)
@@ -82,7 +81,10 @@ class MissingBackendError(SpanQAError):
     """An optional backend is not installed; the message names the extra to install."""
 
 
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) as one space."""
+    return " ".join(str(text).split())
+
+
 def missing_backend(module: str, extra: str) -> MissingBackendError:
-    return MissingBackendError(
-        f"{module} is not installed; install it with: pip install 'spanqa[{extra}]'"
-    )
+    return MissingBackendError(f"{module} is not installed; install it with: pip install 'spanqa[{extra}]'")

@@ -7,9 +7,12 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from spanqa.errors import OutputError
 
 
 def _umask() -> int:
@@ -55,22 +58,87 @@ def write_json_atomic(final: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
-@contextmanager
-def atomic_dir(final: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
-    """Build a directory under a temp name beside ``final`` and move it into place on success.
+MARKER = ".spanqa-artifact"  # in every directory spanqa writes: what kind of artifact it is
 
-    On any failure (including KeyboardInterrupt) the temp directory is removed, so ``final``
-    is either the complete old content, the complete new content, or absent.
+
+def artifact_kind(path: str | os.PathLike) -> str | None:
+    """The kind recorded in a directory's marker, None when spanqa did not write it."""
+    if (Path(path) / "spanqa-download.json").is_file():  # a checkpoint from before the marker
+        return "checkpoint"
+    for name in (MARKER, "manifest.json"):  # packages and features from before the marker
+        try:
+            data = json.loads((Path(path) / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            kind = data.get("kind") or _LEGACY_KINDS.get(data.get("format"))
+            if isinstance(kind, str):
+                return _LEGACY_KINDS.get(kind, kind)
+    return None
+
+
+_LEGACY_KINDS = {"spanqa-features": "features", "spanqa-model-package": "model package"}
+
+
+def check_output(
+    final: str | os.PathLike,
+    kind: str,
+    *,
+    overwrite: bool = False,
+    inputs: tuple = (),
+    option: str = "-o",
+) -> Path:
+    """Refuse an output directory that would destroy what spanqa did not write.
+
+    ``final`` may be absent or an empty directory; an existing one is replaced only when its
+    marker says it is a ``kind`` artifact and ``overwrite`` is set. The current or home
+    directory, a file, and a path that is or contains one of ``inputs`` are refused.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    resolved = final.expanduser().resolve()
+    if resolved in (Path.cwd().resolve(), Path.home().resolve(), Path(resolved.anchor)):
+        raise OutputError(
+            f"{option} {final}: refusing to write into {resolved} itself; name a new directory, e.g. {option} {final / kind}"
+        )
+    for item in inputs:
+        if item is None:
+            continue
+        inp = Path(item).expanduser().resolve()
+        if inp == resolved or resolved in inp.parents:
+            raise OutputError(f"{option} {final}: that is (or holds) the input {item}; write the {kind} somewhere else")
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise OutputError(f"{option} {final}: exists and is not a directory; name a new directory")
+    if final.is_dir() and any(final.iterdir()):
+        found = artifact_kind(final)
+        if found != kind:
+            what = f"a spanqa {found}" if found else "files spanqa did not write"
+            raise OutputError(f"{option} {final}: the directory holds {what}; name a new or empty directory for the {kind}")
+        if not overwrite:
+            raise OutputError(f"{option} {final}: a {kind} is already there; pass --overwrite to replace it")
+    return final
+
+
+@contextmanager
+def atomic_dir(
+    final: str | os.PathLike, kind: str, *, overwrite: bool = False, inputs: tuple = (), option: str = "-o"
+) -> Iterator[Path]:
+    """Build a directory under a temp name beside ``final`` and move it into place on success.
+
+    ``check_output`` decides first whether ``final`` may be replaced (never a directory spanqa
+    did not write). On any failure (including KeyboardInterrupt) the temp directory is removed,
+    so ``final`` is either the complete old content, the complete new content, or absent.
+    """
+    final = check_output(final, kind, overwrite=overwrite, inputs=inputs, option=option)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except OSError as exc:
+        raise OutputError(f"{option} {final}: cannot create it ({exc.strerror or exc}); choose a writable place") from None
     try:
         yield tmp
+        (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private
         if final.exists():
-            if not overwrite:
-                raise FileExistsError(final)
             old = final.with_name(f".{final.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)

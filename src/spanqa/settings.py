@@ -154,6 +154,43 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class BenchSettings:
+    batch_sizes: tuple[int, ...] = (1, 4, 8, 16, 32, 64)
+    seq_len: int = 512  # synthetic length; max_seq_length of the features in dataset mode
+    warmup: int = 2  # untimed runs per cell (dataset mode: of the cell's first, longest batch)
+    repeat: int = 5  # timed runs per cell (dataset mode: timed end-to-end passes over the questions)
+    max_seconds: float = 60.0  # per cell; see the module docstring
+    threads: int | None = None  # None: every core this process may use
+    dataset: str | None = None  # SQuAD JSON: dataset mode
+    questions: int | None = None  # dataset mode: the first N questions (None: all)
+    token_budget: int | None = None  # dataset mode: rows x padded length per batch (None: run's default)
+    seed: int = 0
+
+    def check(self) -> None:
+        if not self.batch_sizes:
+            raise UsageError("--batch-sizes: give at least one batch size, e.g. 1,4,8")
+        bad = [b for b in self.batch_sizes if b < 1]
+        if bad:
+            raise UsageError(f"--batch-sizes: {bad[0]} is not a positive batch size")
+        for name, value, low in (
+            ("--seq-len", self.seq_len, 1),
+            ("--warmup", self.warmup, 0),
+            ("--repeat", self.repeat, 1),
+            ("--threads", self.threads, 1),
+            ("--questions", self.questions, 1),
+            ("--token-budget", self.token_budget, 1),
+        ):
+            if value is not None and value < low:
+                raise UsageError(f"{name} {value}: must be at least {low}")
+        if not self.max_seconds > 0:
+            raise UsageError(f"--max-seconds {self.max_seconds}: must be more than 0")
+
+    @property
+    def mode(self) -> str:
+        return "dataset" if self.dataset else "synthetic"
+
+
+@dataclass(frozen=True)
 class ServeSettings:
     """``spanqa serve``: the HTTP service, its batching and its limits."""
 
@@ -205,6 +242,7 @@ def default(cls: type, name: str) -> Any:
 __all__ = [
     "AnswerSettings",
     "BatchingSettings",
+    "BenchSettings",
     "CompileSettings",
     "EngineSettings",
     "ExportSettings",

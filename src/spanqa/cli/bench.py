@@ -7,12 +7,11 @@ from pathlib import Path
 
 import click
 
-from spanqa.cli._common import quiet_option
+from spanqa.cli._common import quiet_option, setting
+from spanqa.settings import BenchSettings, default
 
 COMMANDS: list[click.Command] = []
-
-# Kept in step with spanqa.bench's defaults (not imported: it would load numpy for --help).
-_DEFAULT_BATCH_SIZES = "1,4,8,16,32,64"
+_DEFAULT_BATCH_SIZES = ",".join(map(str, default(BenchSettings, "batch_sizes")))
 
 
 def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -43,36 +42,72 @@ def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     required=True,
     help="A model package (or .onnx). Repeat to compare several side by side in one run.",
 )
-@click.option("--batch-sizes", default=_DEFAULT_BATCH_SIZES, show_default=True, callback=_batch_sizes, help="Comma-separated batch sizes.")
-@click.option("--seq-len", type=click.IntRange(min=1), default=512, show_default=True, help="Sequence length (dataset mode: max_seq_length of the features).")
+@click.option(
+    "--batch-sizes", default=_DEFAULT_BATCH_SIZES, show_default=True, callback=_batch_sizes, help="Comma-separated batch sizes."
+)
+@setting(
+    BenchSettings,
+    "seq_len",
+    "--seq-len",
+    type=click.IntRange(min=1),
+    help="Sequence length (dataset mode: max_seq_length of the features).",
+)
 @click.option(
     "--dataset",
     type=click.Path(path_type=Path),
     default=None,
     help="A SQuAD JSON: time the real job end to end (questions/s, model rows/s) instead of synthetic batches.",
 )
-@click.option("--questions", type=click.IntRange(min=1), default=None, help="Dataset mode: only the first N questions [default: all].")
+@click.option(
+    "--questions", type=click.IntRange(min=1), default=None, help="Dataset mode: only the first N questions [default: all]."
+)
 @click.option(
     "--token-budget",
     type=click.IntRange(min=1),
     default=None,
-    help="Dataset mode: max rows x padded length per batch [default: spanqa run's, 1024]; the batch size caps rows under it.",
+    help="Dataset mode: max rows x padded length per batch [default: spanqa run's]; the batch size caps rows under it.",
 )
-@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Untimed runs per cell before timing.")
-@click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs per cell (dataset mode: timed passes).")
+@setting(BenchSettings, "warmup", "--warmup", type=click.IntRange(min=0), help="Untimed runs per cell before timing.")
+@setting(
+    BenchSettings, "repeat", "--repeat", type=click.IntRange(min=1), help="Timed runs per cell (dataset mode: timed passes)."
+)
 @click.option(
     "--max-seconds",
     type=click.FloatRange(min=0, min_open=True),
-    default=60.0,
+    default=default(BenchSettings, "max_seconds"),
     show_default=True,
     help="Per cell: start no new run after this long (warm-up included); at least one warm-up and one timed run always happen.",
 )
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads [default: every core this process may use].")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write throughput vs batch size as a PNG (needs spanqa[plot]).")
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads [default: the usable physical cores]."
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write throughput vs batch size as a PNG (needs spanqa[plot]).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw numbers as JSON on stdout instead of the table.")
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Also save the JSON to this file.")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Also save the JSON to this file."
+)
 @quiet_option
-def bench_cmd(models, batch_sizes, seq_len, dataset, questions, token_budget, warmup, repeat, max_seconds, threads, plot_path, as_json, output) -> None:
+def bench_cmd(
+    models,
+    batch_sizes,
+    seq_len,
+    dataset,
+    questions,
+    token_budget,
+    warmup,
+    repeat,
+    max_seconds,
+    threads,
+    plot_path,
+    as_json,
+    output,
+) -> None:
     """Throughput of each MODEL per batch size: the recipe's fps table.
 
     Synthetic mode (default): one random batch of every size at --seq-len; fps = batch x 1000 /
@@ -81,14 +116,14 @@ def bench_cmd(models, batch_sizes, seq_len, dataset, questions, token_budget, wa
     length-aware batching) and model rows/s over --repeat passes. A fixed-shape model runs only its own
     shape (noted under the table). Compare models within one run; machines are noisy.
     """
-    from spanqa.bench import BenchSettings, bench, footer_lines, header_lines, plot, row_line
+    from spanqa.bench import bench, footer_lines, header_lines, plot, row_line
     from spanqa.errors import missing_backend
 
     if plot_path is not None:
-        try:
-            import matplotlib  # noqa: F401  (fail before the benchmark, not after it)
-        except ImportError:
-            raise missing_backend("matplotlib", "plot") from None
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:  # fail before the benchmark, not after it
+            raise missing_backend("matplotlib", "plot")
     if questions is not None and dataset is None:
         raise click.UsageError("--questions needs --dataset")
     if token_budget is not None and dataset is None:
@@ -115,6 +150,9 @@ def bench_cmd(models, batch_sizes, seq_len, dataset, questions, token_budget, wa
             printed_header.append(True)
         click.echo(row_line(report, result))
 
+    for path, option in ((output, "-o"), (plot_path, "--plot")):
+        if path is not None:
+            _writable(path, option)  # before the benchmark, not after it
     report = bench(list(models), settings, on_result=stream)
     data = report.to_json()
     if as_json:
@@ -125,10 +163,25 @@ def bench_cmd(models, batch_sizes, seq_len, dataset, questions, token_budget, wa
     if output is not None:
         from spanqa.fileutil import write_json_atomic
 
+        _writable(output, "-o")
         write_json_atomic(output, data)
     if plot_path is not None:
         plot(report, plot_path)
         click.echo(f"plot: {plot_path}", err=True)
+
+
+def _writable(path: Path, option: str) -> None:
+    from spanqa.errors import OutputError
+
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not parent.is_dir():
+        raise OutputError(
+            f"{option} {path}: {'a directory' if path.is_dir() else 'its directory does not exist'}; name a file in an existing directory"
+        )
+    import os
+
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{option} {path}: {parent} is not writable; choose another place")
 
 
 COMMANDS += [bench_cmd]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from spanqa.cli._common import quiet_option
+from spanqa.cli._common import overwrite_option, quiet_option, setting
+from spanqa.settings import FeatureSettings
 
 
 @click.command("preprocess")
@@ -17,7 +18,7 @@ from spanqa.cli._common import quiet_option
     "out_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Features directory to write (replaced atomically if it is one already).",
+    help="Features directory to write (a new or empty one; --overwrite replaces a features directory).",
 )
 @click.option(
     "--model",
@@ -30,14 +31,31 @@ from spanqa.cli._common import quiet_option
     help="A WordPiece vocab.txt (cased unless --lower-case).",
 )
 @click.option("--lower-case", is_flag=True, help="Lower-case and strip accents (only with --vocab).")
-@click.option("--max-seq-length", type=click.IntRange(min=4), default=512, show_default=True)
-@click.option("--doc-stride", type=click.IntRange(min=1), default=128, show_default=True,
-              help="How far each context window's start advances (a step, not an overlap).")
-@click.option("--max-query-length", type=click.IntRange(min=0), default=64, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Rows per input file (the last one padded with zero rows).")
-@click.option("--format", "fmt", type=click.Choice(["bin", "npy"]), default="bin", show_default=True,
-              help="bin: raw int64 (msame); npy: NumPy files (ais_bench).")
+@setting(FeatureSettings, "max_seq_length", "--max-seq-length", type=click.IntRange(min=4))
+@setting(
+    FeatureSettings,
+    "doc_stride",
+    "--doc-stride",
+    type=click.IntRange(min=1),
+    help="How far each context window's start advances (a step, not an overlap).",
+)
+@setting(FeatureSettings, "max_query_length", "--max-query-length", type=click.IntRange(min=0))
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Rows per input file (the last one padded with zero rows).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["bin", "npy"]),
+    default="bin",
+    show_default=True,
+    help="bin: raw int64 (msame); npy: NumPy files (ais_bench).",
+)
+@overwrite_option
 @quiet_option
 def preprocess(
     dataset: Path,
@@ -50,21 +68,22 @@ def preprocess(
     max_query_length: int,
     batch_size: int,
     fmt: str,
+    overwrite: bool,
 ) -> None:
     """Turn a SQuAD DATASET.json into the recipe's input folders plus feature metadata.
 
     Tokenizer: the --model's vocab and casing, or --vocab [--lower-case], or by default
     SpanBERT's (bert-base-cased vocab, no lower-casing).
     """
-    from spanqa.squad import FeatureSettings, preprocess as run_preprocess
-    from spanqa.vocab import TokenizerSettings, default_vocab_path, resolve_tokenizer
+    from spanqa.data.folders import preprocess as run_preprocess
+    from spanqa.data.vocab import TokenizerSettings, default_vocab_path, resolve_tokenizer
 
     if model is not None and vocab is not None:
         raise click.UsageError("give either --model or --vocab, not both")
     if lower_case and vocab is None:
         raise click.UsageError("--lower-case goes with --vocab (a --model carries its own casing)")
     if model is not None:
-        tokenizer = resolve_tokenizer(model)
+        tokenizer = resolve_tokenizer(model, strict=True)
     elif vocab is not None:
         tokenizer = TokenizerSettings(vocab, lower_case)
     else:
@@ -76,7 +95,7 @@ def preprocess(
         do_lower_case=tokenizer.do_lower_case,
     )
     settings.check()
-    features, manifest = run_preprocess(dataset, out_dir, tokenizer, settings, batch_size, fmt)
+    features, manifest = run_preprocess(dataset, out_dir, tokenizer, settings, batch_size, fmt, overwrite=overwrite)
     click.echo(
         f"{manifest['num_features']} features for {manifest['num_examples']} questions "
         f"({'uncased' if tokenizer.do_lower_case else 'cased'}, {tokenizer.vocab_path.name}) -> "

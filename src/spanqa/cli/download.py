@@ -24,8 +24,7 @@ ASSET_NAMES = ("squad1", "squad2", "squad-v1.1-dev")
     "--url",
     default=None,
     metavar="URL|PATH",
-    help="Fetch from this full URL instead, or use a local file (path or file:// URL) "
-    "downloaded elsewhere.",
+    help="Fetch from this full URL instead, or use a local file (path or file:// URL) downloaded elsewhere.",
 )
 @click.option(
     "--mirror",
@@ -37,9 +36,7 @@ ASSET_NAMES = ("squad1", "squad2", "squad-v1.1-dev")
 )
 @click.option("--force", is_flag=True, help="Download again even when a complete copy is there.")
 @quiet_option
-def download_command(
-    asset: str, directory: str | None, url: str | None, mirror: str | None, force: bool
-) -> None:
+def download_command(asset: str, directory: str | None, url: str | None, mirror: str | None, force: bool) -> None:
     """Download a fine-tuned SpanBERT checkpoint (squad1, squad2) or the SQuAD v1.1 dev set.
 
     Archives are checksummed and extracted safely; the sha256 of what was fetched is recorded

@@ -6,13 +6,20 @@ from pathlib import Path
 
 import click
 
-from spanqa.cli._common import quiet_option
+from spanqa.cli._common import quiet_option, setting
+from spanqa.settings import InferSettings
 
 COMMANDS: list[click.Command] = []
 
 
 @click.command("infer")
-@click.option("--model", "model", type=click.Path(path_type=Path), required=True, help="A model package from compile/convert, or a .onnx file.")
+@click.option(
+    "--model",
+    "model",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="A model package from compile/convert, or a .onnx file.",
+)
 @click.option(
     "--input",
     "inputs",
@@ -20,13 +27,32 @@ COMMANDS: list[click.Command] = []
     help="The features directory from 'spanqa preprocess', or comma-separated folders "
     "(input_ids,segment_ids,input_mask; msame style). Omit to time synthetic inputs (perf-only mode).",
 )
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Where to write {i}_output_0/1 files, infer.log and summary.json.")
-@click.option("--outfmt", type=click.Choice(["bin", "npy"], case_sensitive=False), default="bin", show_default=True, help="Output format (float32).")
-@click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True, help="Untimed runs of the first batch before timing.")
-@click.option("--loop", type=click.IntRange(min=1), default=1, show_default=True, help="Timed runs of each batch (outputs written once).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads [default: every core this process may use].")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size of headerless .bin folders without manifest.json, or of synthetic inputs for a dynamic model.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write {i}_output_0/1 files, infer.log and summary.json.",
+)
+@setting(
+    InferSettings, "outfmt", "--outfmt", type=click.Choice(["bin", "npy"], case_sensitive=False), help="Output format (float32)."
+)
+@setting(InferSettings, "warmup", "--warmup", type=click.IntRange(min=0), help="Untimed runs of the first batch before timing.")
+@setting(InferSettings, "loop", "--loop", type=click.IntRange(min=1), help="Timed runs of each batch (outputs written once).")
+@setting(
+    InferSettings,
+    "threads",
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Intra-op threads [default: the usable physical cores, within a container's CPU quota].",
+)
+@setting(InferSettings, "device", "--device", type=click.Choice(["cpu", "cuda"]))
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Batch size of headerless .bin folders without manifest.json, or of synthetic inputs for a dynamic model.",
+)
 @click.option("--seq-len", type=click.IntRange(min=1), default=None, help="Sequence length, likewise.")
 @click.option("--resume", is_flag=True, help="Keep the complete outputs already in OUTPUT and run only the rest.")
 @quiet_option
@@ -43,7 +69,7 @@ def infer_cmd(model, inputs, output, outfmt, warmup, loop, threads, device, batc
     batches whose two outputs are complete are skipped (the run must use the same model,
     shapes and --outfmt). Interrupting (Ctrl-C, kill) never leaves a partial file under a final name.
     """
-    from spanqa.infer import InferSettings, infer_folders, infer_synthetic
+    from spanqa.offline.infer import infer_folders, infer_synthetic
 
     settings = InferSettings(
         outfmt=outfmt.lower(),
@@ -62,6 +88,9 @@ def infer_cmd(model, inputs, output, outfmt, warmup, loop, threads, device, batc
         return
     if output is None:
         raise click.UsageError("--input needs -o/--output for the logits")
+    click.get_current_context().meta["spanqa.interrupt_hint"] = (
+        f"Finished batches are kept: rerun with --resume to complete {output}."
+    )
     infer_folders(model, inputs, output, settings, echo=click.echo)
 
 
@@ -74,7 +103,7 @@ def report_cmd(path: Path, batch_size: int | None) -> None:
     fps = batch size x 1000 / average ms per batch, the average taken without the first run
     (msame's "without first time" line), as the recipe's parse.py computes it.
     """
-    from spanqa.infer import report_lines
+    from spanqa.offline.report import report_lines
 
     for line in report_lines(path, batch_size):
         click.echo(line)

@@ -31,9 +31,7 @@ def _d(name: str):
     show_default=True,
     help="Address to bind; anything but loopback exposes the API.",
 )
-@click.option(
-    "--port", type=click.IntRange(1, 65535), default=_d("port"), show_default=True
-)
+@click.option("--port", type=click.IntRange(1, 65535), default=_d("port"), show_default=True)
 @click.option(
     "--replicas",
     type=click.IntRange(min=1),
@@ -109,11 +107,7 @@ def serve_cmd(model: str, **options) -> None:
     finishes the requests in flight, then exits 0."""
     from spanqa.serve.server import serve_forever
 
-    raise SystemExit(
-        serve_forever(
-            model, ServeSettings(**options), say=lambda m: click.echo(m, err=True)
-        )
-    )
+    raise SystemExit(serve_forever(model, ServeSettings(**options), say=lambda m: click.echo(m, err=True)))
 
 
 COMMANDS.append(serve_cmd)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -129,7 +130,7 @@ class Engine:
         threads: int | None = None,
         settings: EngineSettings = EngineSettings(),
         **resolve: Any,
-    ) -> "Engine":
+    ) -> Engine:
         """Load ``model``: a model package as it is, or a checkpoint / .onnx built for ``target``
         (once, into the package cache; ``resolve`` passes guard and calibration settings)."""
         from spanqa.engine.resolve import resolve_model
@@ -137,7 +138,7 @@ class Engine:
         package, _ = resolve_model(model, target, **resolve)
         return cls(package, threads=threads, settings=settings)
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -153,7 +154,7 @@ class Engine:
 
     @property
     def max_positions(self) -> int:
-        return int(self.package.manifest.get("shapes", {}).get("max_positions") or 512)
+        return self.package.max_positions
 
     def _fit_features(self, features: FeatureSettings | None) -> FeatureSettings:
         """Feature settings the model can run: a fixed-shape model's own length when none was
@@ -305,7 +306,7 @@ class Engine:
         return {
             "model": str(self.package.root),
             "target": self.package.target,
-            "precision": self.package.manifest.get("precision", "fp32"),
+            "precision": self.package.precision,
             "runtime": runtime_info(self.runtime),
             "threads": self.threads,
             "max_seq_length": self.settings.features.max_seq_length,
@@ -340,7 +341,9 @@ def _answer(example, cand: dict) -> Answer:
         start = _context_offset(example, first, last, lo)
         end = _context_offset(example, first, last, hi - 1) + 1
         text = example.context[start:end]
-    return Answer(example.qas_id, text, float(cand["probability"]), start, end, float(cand["start_logit"]), float(cand["end_logit"]))
+    return Answer(
+        example.qas_id, text, float(cand["probability"]), start, end, float(cand["start_logit"]), float(cand["end_logit"])
+    )
 
 
 def _context_offset(example, first: int, last: int, pos: int) -> int:

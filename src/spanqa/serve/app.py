@@ -44,9 +44,7 @@ def build_app(
         description="Extractive question answering (SpanBERT/BERT fine-tuned on SQuAD), batched by token count.",
     )
 
-    def error(
-        status: int, message: str, field: str | None = None, headers: dict | None = None
-    ) -> JSONResponse:
+    def error(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
         return JSONResponse(
             RequestError(status, message, field).to_json(),
             status_code=status,
@@ -82,9 +80,7 @@ def build_app(
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
-        return error(
-            exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)
-        )
+        return error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _failed(request: Request, exc: Exception):
@@ -98,9 +94,7 @@ def build_app(
         if api_key_sha256 and path not in OPEN_PATHS:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             given = hashlib.sha256(token.strip().encode()).hexdigest()
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given, api_key_sha256
-            ):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given, api_key_sha256):
                 metrics.requests.labels(path, "401").inc()
                 return error(
                     401,
@@ -110,9 +104,7 @@ def build_app(
         response = await call_next(request)
         if path == "/v1/answer":
             metrics.latency.observe(time.perf_counter() - t0)
-        metrics.requests.labels(
-            path if path in _KNOWN else "other", str(response.status_code)
-        ).inc()
+        metrics.requests.labels(path if path in _KNOWN else "other", str(response.status_code)).inc()
         return response
 
     errors = {code: {"model": ErrorOut} for code in (401, 413, 422, 500, 503, 504)}
@@ -144,14 +136,9 @@ def build_app(
             metrics.queue.dec(sum(1 for item in items if not item.started))
         for result in found:
             if isinstance(result, Exception):
-                raise RequestError(
-                    500, f"the model failed: {type(result).__name__}: {result}"
-                )
+                raise RequestError(500, f"the model failed: {type(result).__name__}: {result}")
         top_k = request.parameters.top_k
-        shaped = [
-            [a.to_json() for a in answers] if top_k > 1 else _first(answers)
-            for answers in found
-        ]
+        shaped = [[a.to_json() for a in answers] if top_k > 1 else _first(answers) for answers in found]
         return JSONResponse(shaped if isinstance(request.inputs, list) else shaped[0])
 
     @app.get("/healthz")
@@ -173,9 +160,7 @@ def build_app(
     return app
 
 
-_KNOWN = frozenset(
-    {"/v1/answer", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
-)
+_KNOWN = frozenset({"/v1/answer", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
 
 
 def _first(answers: list) -> dict:

@@ -69,9 +69,7 @@ def build(
         def __serve_build_asgi_app__(self):
             from spanqa.serve.app import build_app
 
-            return build_app(
-                self.service, self.answer, api_key_sha256=self._api_key_sha256
-            )
+            return build_app(self.service, self.answer, api_key_sha256=self._api_key_sha256)
 
         @serve.batch(
             max_batch_size=settings.max_batch_tokens,

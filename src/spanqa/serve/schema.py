@@ -40,12 +40,8 @@ class Parameters(BaseModel):
 
     model_config = _STRICT
 
-    top_k: StrictInt = Field(
-        1, ge=1, description="How many answers to return, best first."
-    )
-    max_answer_len: StrictInt | None = Field(
-        None, ge=1, description="Longest answer, in word pieces."
-    )
+    top_k: StrictInt = Field(1, ge=1, description="How many answers to return, best first.")
+    max_answer_len: StrictInt | None = Field(None, ge=1, description="Longest answer, in word pieces.")
     doc_stride: StrictInt | None = Field(
         None,
         ge=1,
@@ -54,12 +50,8 @@ class Parameters(BaseModel):
             "doc_stride: a step, where Hugging Face's is the overlap)."
         ),
     )
-    max_seq_len: StrictInt | None = Field(
-        None, ge=1, description="Window length in word pieces, question included."
-    )
-    max_question_len: StrictInt | None = Field(
-        None, ge=0, description="Word pieces of the question kept."
-    )
+    max_seq_len: StrictInt | None = Field(None, ge=1, description="Window length in word pieces, question included.")
+    max_question_len: StrictInt | None = Field(None, ge=0, description="Word pieces of the question kept.")
     handle_impossible_answer: StrictBool = Field(
         False,
         description="Only false: the model was fine-tuned on SQuAD 1.1, which has no unanswerable questions.",
@@ -69,9 +61,7 @@ class Parameters(BaseModel):
     @classmethod
     def _no_null_answer(cls, value: bool) -> bool:
         if value:
-            raise ValueError(
-                "true is not supported: a SQuAD 1.1 model has no null answer to return"
-            )
+            raise ValueError("true is not supported: a SQuAD 1.1 model has no null answer to return")
         return value
 
 
@@ -117,9 +107,5 @@ AnswerResponse = AnswerOut | list[AnswerOut] | list[list[AnswerOut]]
 class ErrorOut(BaseModel):
     status: int
     error: str = Field(description="What is wrong and what to do, in one line.")
-    field: str | None = Field(
-        None, description="The request field at fault, dotted (inputs.0.context)."
-    )
-    limit: str | None = Field(
-        None, description="The server limit that was exceeded (413)."
-    )
+    field: str | None = Field(None, description="The request field at fault, dotted (inputs.0.context).")
+    limit: str | None = Field(None, description="The server limit that was exceeded (413).")

@@ -17,11 +17,9 @@ from spanqa.settings import ServeSettings
 def replica_threads(settings: ServeSettings) -> int:
     if settings.threads_per_replica:
         return settings.threads_per_replica
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // settings.replicas)
+    from spanqa.sysinfo import default_threads
+
+    return max(1, default_threads() // settings.replicas)
 
 
 def check_port(host: str, port: int) -> None:
@@ -38,9 +36,7 @@ def check_port(host: str, port: int) -> None:
         try:
             s.bind(address)
         except OSError as exc:
-            raise UsageError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port or --host"
-            ) from None
+            raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port or --host") from None
 
 
 def resolve_package(model: str, target: str) -> str:
@@ -52,9 +48,7 @@ def resolve_package(model: str, target: str) -> str:
     return str(Path(package.root).resolve())
 
 
-def serve_forever(
-    model: str, settings: ServeSettings, *, say: Callable[[str], None] = print
-) -> int:
+def serve_forever(model: str, settings: ServeSettings, *, say: Callable[[str], None] = print) -> int:
     """Serve until SIGTERM or SIGINT, then let in-flight requests finish and return 0."""
     settings.check()
     try:
@@ -66,9 +60,7 @@ def serve_forever(
         import fastapi  # noqa: F401
         import prometheus_client  # noqa: F401
     except ImportError as exc:
-        raise MissingBackendError(
-            f"{exc.name} is not installed; install it with: pip install 'spanqa[serve]'"
-        ) from None
+        raise MissingBackendError(f"{exc.name} is not installed; install it with: pip install 'spanqa[serve]'") from None
 
     from spanqa.serve.app import API_KEY_ENV, key_digest
     from spanqa.serve.deployment import APP_NAME, build

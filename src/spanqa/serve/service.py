@@ -82,9 +82,7 @@ class Service:
         self.multiple = max(1, int(base.batching.multiple))
 
     @classmethod
-    def load(
-        cls, model: str, settings: ServeSettings, threads: int | None = None
-    ) -> Service:
+    def load(cls, model: str, settings: ServeSettings, threads: int | None = None) -> Service:
         from spanqa.engine import Engine
 
         return cls(Engine.load(model, settings.target, threads=threads), settings)
@@ -97,13 +95,9 @@ class Service:
         base = self.base_key
         f = base.features
         features = FeatureSettings(
-            max_seq_length=f.max_seq_length
-            if params.max_seq_len is None
-            else params.max_seq_len,
+            max_seq_length=f.max_seq_length if params.max_seq_len is None else params.max_seq_len,
             doc_stride=f.doc_stride if params.doc_stride is None else params.doc_stride,
-            max_query_length=f.max_query_length
-            if params.max_question_len is None
-            else params.max_question_len,
+            max_query_length=f.max_query_length if params.max_question_len is None else params.max_question_len,
             do_lower_case=f.do_lower_case,
         )
         if features.max_seq_length > self.max_seq_len:
@@ -136,9 +130,7 @@ class Service:
 
     def items(self, request) -> list[Item]:
         """Items for a validated ``AnswerRequest``; 413 for a question over a limit."""
-        inputs = (
-            request.inputs if isinstance(request.inputs, list) else [request.inputs]
-        )
+        inputs = request.inputs if isinstance(request.inputs, list) else [request.inputs]
         many = isinstance(request.inputs, list)
         limits = self.settings
         if len(inputs) > limits.max_inputs:
@@ -181,19 +173,13 @@ class Service:
             )
         return out
 
-    def cost(
-        self, question: str, context: str, features: FeatureSettings
-    ) -> tuple[int, int]:
+    def cost(self, question: str, context: str, features: FeatureSettings) -> tuple[int, int]:
         """(windows, padded tokens) of a question: run_squad's windows over the word pieces, each
         padded to the engine's length multiple, as length-aware batching pads them."""
         q = min(self._pieces(question), features.max_query_length)
         n = self._pieces(context)
         room = features.max_seq_length - q - 3
-        windows = (
-            1
-            if n <= room
-            else 1 + math.ceil((n - room) / min(room, features.doc_stride))
-        )
+        windows = 1 if n <= room else 1 + math.ceil((n - room) / min(room, features.doc_stride))
         tokens = 0
         for w in range(windows):
             length = min(room, n - w * min(room, features.doc_stride))
@@ -209,9 +195,7 @@ class Service:
             from spanqa.engine import Engine
 
             base = self.engine
-            settings = replace(
-                base.settings, features=key.features, answers=key.answers
-            )
+            settings = replace(base.settings, features=key.features, answers=key.answers)
             # Shares the base engine's runtime: a settings variant costs no memory.
             engine = Engine(
                 base.package,
@@ -246,10 +230,7 @@ class Service:
         t0 = time.perf_counter()
         for key, idx in groups.items():
             top_k = max(items[i].top_k for i in idx)
-            questions = [
-                Question(items[i].question, items[i].context, str(n))
-                for n, i in enumerate(idx)
-            ]
+            questions = [Question(items[i].question, items[i].context, str(n)) for n, i in enumerate(idx)]
             try:
                 answers = self.engine_for(key).answer_many(questions, top_k=top_k)
             except Exception as exc:  # noqa: BLE001 - handed to each request of the group
@@ -268,7 +249,7 @@ class Service:
 
 def _piece_counter(engine):
     """A function counting the word pieces of a text with the engine's tokenizer."""
-    from spanqa.tokenization import make_tokenizer
+    from spanqa.data.tokenization import make_tokenizer
 
     wp = make_tokenizer(engine.tokenizer)
     rust = wp.tokenizer

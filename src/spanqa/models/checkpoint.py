@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spanqa.data.vocab import TokenizerSettings, resolve_tokenizer
 from spanqa.errors import CheckpointError, missing_backend
 from spanqa.fileutil import sha256_file
-from spanqa.vocab import TokenizerSettings, resolve_tokenizer
 
 REQUIRED_CONFIG = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -93,7 +93,9 @@ def read_config(path: Path) -> dict:
         raise CheckpointError(f"{cfg_path}: missing or non-integer field(s) {', '.join(missing)}")
     model_type = config.get("model_type")
     if model_type not in (None, "bert"):
-        raise CheckpointError(f"{cfg_path}: model_type '{model_type}' is not supported; spanqa handles BERT-family (model_type 'bert') checkpoints")
+        raise CheckpointError(
+            f"{cfg_path}: model_type '{model_type}' is not supported; spanqa handles BERT-family (model_type 'bert') checkpoints"
+        )
     if config["hidden_size"] % config["num_attention_heads"]:
         raise CheckpointError(
             f"{cfg_path}: hidden_size {config['hidden_size']} is not a multiple of num_attention_heads {config['num_attention_heads']}"
@@ -202,7 +204,7 @@ def load_checkpoint(path: str | Path, attention: str = "eager") -> LoadedCheckpo
     ONNX Runtime fuses; same numbers).
     """
     try:
-        import torch
+        import torch  # noqa: F401  (missing torch must say which extra to install)
         from transformers import BertConfig, BertForQuestionAnswering
     except ImportError:
         raise missing_backend("torch/transformers", "export") from None

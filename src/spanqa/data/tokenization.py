@@ -26,11 +26,15 @@ import functools
 import re
 import sys
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING
 
+from spanqa.data.vocab import TokenizerSettings
+
+if TYPE_CHECKING:
+    import numpy as np
 from spanqa.errors import DatasetError
-from spanqa.vocab import TokenizerSettings
 
 UNK, CLS, SEP = "[UNK]", "[CLS]", "[SEP]"
 MAX_INPUT_CHARS_PER_WORD = 100
@@ -126,9 +130,7 @@ class BasicTokenizer:
         # Up to (not including) lower-casing: BERT's _clean_text + _tokenize_chinese_chars.
         cleaning = [
             normalizers.Replace(Regex(removed), ""),
-            normalizers.BertNormalizer(
-                clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
-            ),
+            normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False),
         ]
         casing = []
         if self.do_lower_case:
@@ -196,23 +198,16 @@ class WordPiece:
         try:
             self.vocab_tokens = read_vocab_tokens(path)
         except (OSError, UnicodeDecodeError) as exc:
-            raise DatasetError(
-                f"{path}: cannot read the vocab ({exc}); pass a WordPiece vocab.txt"
-            ) from None
+            raise DatasetError(f"{path}: cannot read the vocab ({exc}); pass a WordPiece vocab.txt") from None
         # Same token -> id mapping as BERT's load_vocab (a repeated line: the last id wins).
         vocab = {tok: i for i, tok in enumerate(self.vocab_tokens)}
         missing = [t for t in (UNK, CLS, SEP) if t not in vocab]
         if missing:
-            raise DatasetError(
-                f"{path}: not a BERT WordPiece vocab (no {', '.join(missing)}); "
-                "pass the model's vocab.txt"
-            )
+            raise DatasetError(f"{path}: not a BERT WordPiece vocab (no {', '.join(missing)}); pass the model's vocab.txt")
         self.vocab = vocab
         self.do_lower_case = bool(settings.do_lower_case)
         self.basic = basic_tokenizer(self.do_lower_case)
-        tok = Tokenizer(
-            models.WordPiece(vocab, unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD)
-        )
+        tok = Tokenizer(models.WordPiece(vocab, unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
         tok.normalizer = self.basic.normalizer
         tok.pre_tokenizer = self.basic.pre_tokenizer
         self.tokenizer = tok
@@ -223,7 +218,7 @@ class WordPiece:
     def _python_lowered(self, text: str) -> list[str]:
         return self.basic.python_lowered(text)
 
-    def encode_vocabulary(self, words: Iterable[str], chunk: int = 2048, on_chunk=None) -> "WordTable":
+    def encode_vocabulary(self, words: Iterable[str], chunk: int = 2048, on_chunk=None) -> WordTable:
         """Word pieces of each distinct word, each word tokenised on its own.
 
         Plain words go to Rust in parallel chunks (each chunk one pre-tokenised sequence);
@@ -267,19 +262,17 @@ class WordPiece:
             counts.append(np.array([len(enc.ids)], dtype=np.int64))
         order = plain + [w for w, _ in special]
         count = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
-        flat_ids = np.fromiter(
-            (i for part in ids for i in part), dtype=np.int64, count=int(count.sum())
-        )
+        flat_ids = np.fromiter((i for part in ids for i in part), dtype=np.int64, count=int(count.sum()))
         start = np.cumsum(count) - count
         return WordTable({w: i for i, w in enumerate(order)}, flat_ids, tokens, start, count)
 
-    def encode_words(self, word_lists: list[list[str]]) -> list[tuple["np.ndarray", list[str], "np.ndarray"]]:
+    def encode_words(self, word_lists: list[list[str]]) -> list[tuple[np.ndarray, list[str], np.ndarray]]:
         """(ids, pieces, word index of each piece) of each list of words; every word is
         tokenised on its own, as run_squad.py does."""
         table = self.encode_vocabulary(w for words in word_lists for w in words)
         return [table.lookup(words) for words in word_lists]
 
-    def encode_texts(self, texts: list[str]) -> list[tuple["np.ndarray", list[str]]]:
+    def encode_texts(self, texts: list[str]) -> list[tuple[np.ndarray, list[str]]]:
         """(ids, pieces) of each text, tokenised as a whole.
 
         Cutting a text at space, tab, CR, LF and U+202F first changes nothing (BERT splits
@@ -306,7 +299,7 @@ class WordTable:
         self.start = start  # int64 [words]: first piece of each word
         self.count = count  # int64 [words]: number of pieces of each word
 
-    def lookup(self, words: list[str]) -> tuple["np.ndarray", list[str], "np.ndarray"]:
+    def lookup(self, words: list[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
         """(ids, pieces, word index of each piece) of a list of words in this table."""
         import numpy as np
 
@@ -321,12 +314,18 @@ class WordTable:
         return self.ids[flat], [tokens[i] for i in flat.tolist()], word_ids
 
 
-_RUN_SQUAD_WHITESPACE = re.compile("[ \t\r\n\u202f]+")
+_RUN_SQUAD_WORD = re.compile("[^ \t\r\n\u202f]+")
 
 
 def split_words(text: str) -> list[str]:
     """run_squad.py's words: maximal runs of characters other than space, tab, CR, LF, U+202F."""
-    return [w for w in _RUN_SQUAD_WHITESPACE.split(text) if w]
+    return _RUN_SQUAD_WORD.findall(text)
+
+
+def word_spans(text: str) -> tuple[list[str], list[int]]:
+    """``split_words(text)`` and the character offset of each word in ``text``."""
+    matches = list(_RUN_SQUAD_WORD.finditer(text))
+    return [m.group() for m in matches], [m.start() for m in matches]
 
 
 @functools.lru_cache(maxsize=8)
@@ -340,7 +339,5 @@ def make_tokenizer(settings: TokenizerSettings) -> WordPiece:
     try:
         mtime = path.stat().st_mtime_ns
     except OSError as exc:
-        raise DatasetError(
-            f"{path}: vocab not found ({exc.strerror}); pass an existing vocab.txt"
-        ) from None
+        raise DatasetError(f"{path}: vocab not found ({exc.strerror}); pass an existing vocab.txt") from None
     return _cached(str(path.resolve()), bool(settings.do_lower_case), mtime)

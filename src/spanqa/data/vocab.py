@@ -39,11 +39,23 @@ def _vocab_is_cased(vocab_path: Path) -> bool:
         return any("A" <= line[:1] <= "Z" for line in f)
 
 
-def resolve_tokenizer(model_dir: str | Path) -> TokenizerSettings:
-    """Tokenizer settings for a checkpoint or model package directory (or a file inside one)."""
+def resolve_tokenizer(model_dir: str | Path, strict: bool = False) -> TokenizerSettings:
+    """Tokenizer settings for a checkpoint or model package directory (or a file inside one).
+
+    Without its own vocab.txt a checkpoint uses SpanBERT's (cased). ``strict`` refuses a
+    directory that is neither a checkpoint nor a model package (a features folder, an empty
+    folder), where that fallback would silently pick the wrong vocab.
+    """
     model_dir = Path(model_dir)
     if model_dir.is_file():
         model_dir = model_dir.parent
+    if strict and not any((model_dir / name).is_file() for name in ("vocab.txt", "config.json", "manifest.json")):
+        raise CheckpointError(
+            f"{model_dir}: neither a checkpoint (config.json) nor a model package (vocab.txt, manifest.json); "
+            "pass the model's directory, or --vocab"
+        )
+    if strict and (model_dir / "manifest.json").is_file() and not (model_dir / "vocab.txt").is_file():
+        raise CheckpointError(f"{model_dir}: holds no vocab.txt (a features folder?); pass the model's directory, or --vocab")
     vocab = model_dir / "vocab.txt"
     config = model_dir / "tokenizer_config.json"
     lower: bool | None = None
@@ -51,9 +63,7 @@ def resolve_tokenizer(model_dir: str | Path) -> TokenizerSettings:
         try:
             value = json.loads(config.read_text(encoding="utf-8")).get("do_lower_case")
         except (OSError, json.JSONDecodeError, AttributeError) as exc:
-            raise CheckpointError(
-                f"{config}: not a readable JSON object ({exc}); fix or delete it"
-            ) from None
+            raise CheckpointError(f"{config}: not a readable JSON object ({exc}); fix or delete it") from None
         if value is not None:
             lower = bool(value)
     if vocab.is_file():
@@ -69,7 +79,6 @@ def write_tokenizer_files(settings: TokenizerSettings, out_dir: str | Path) -> N
     if settings.vocab_path.resolve() != (out_dir / "vocab.txt").resolve():
         shutil.copyfile(settings.vocab_path, out_dir / "vocab.txt")
     (out_dir / "tokenizer_config.json").write_text(
-        json.dumps({"do_lower_case": settings.do_lower_case, "tokenizer_class": "BertTokenizer"}, indent=2)
-        + "\n",
+        json.dumps({"do_lower_case": settings.do_lower_case, "tokenizer_class": "BertTokenizer"}, indent=2) + "\n",
         encoding="utf-8",
     )

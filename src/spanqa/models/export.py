@@ -17,7 +17,7 @@ import numpy as np
 from spanqa import __version__
 from spanqa.errors import ExportError, missing_backend
 from spanqa.fileutil import atomic_path, sha256_file
-from spanqa.package import INPUT_NAMES, OUTPUT_NAMES
+from spanqa.models.package import INPUT_NAMES, OUTPUT_NAMES
 
 DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE = 1e-4
@@ -163,7 +163,9 @@ def read_metadata(onnx_path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
 
 
-def verify_against_torch(model, onnx_path: Path, max_positions: int, vocab_size: int, settings: ExportSettings) -> list[ShapeDiff]:
+def verify_against_torch(
+    model, onnx_path: Path, max_positions: int, vocab_size: int, settings: ExportSettings
+) -> list[ShapeDiff]:
     session = ort_session(onnx_path)
     diffs = []
     for batch, seq in settings.verify_shapes:
@@ -173,9 +175,7 @@ def verify_against_torch(model, onnx_path: Path, max_positions: int, vocab_size:
         start, end = session.run(list(OUTPUT_NAMES), inputs)
         if start.shape != (batch, seq) or end.shape != (batch, seq):
             raise ExportError(f"{onnx_path}: output shape {start.shape} for input ({batch}, {seq}); the export is broken")
-        diffs.append(
-            ShapeDiff(batch, seq, float(np.abs(start - ref_start).max()), float(np.abs(end - ref_end).max()))
-        )
+        diffs.append(ShapeDiff(batch, seq, float(np.abs(start - ref_start).max()), float(np.abs(end - ref_end).max())))
     return diffs
 
 
@@ -190,7 +190,7 @@ def export_checkpoint(checkpoint: str | Path, out_path: str | Path, settings: Ex
         import torch
     except ImportError:
         raise missing_backend("torch", "export") from None
-    from spanqa.checkpoint import load_checkpoint
+    from spanqa.models.checkpoint import load_checkpoint
 
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":

@@ -1,4 +1,4 @@
-"""OpenVINO behind spanqa's runtime protocol, and the builders of the OpenVINO targets.
+"""OpenVINO behind spanqa's runtime protocol (the OpenVINO targets are built in build/openvino.py).
 
 Measured on this project's 2-core AVX-512 CPU (random SpanBERT-base, batch 8, length 160): the
 OpenVINO CPU plugin runs real bf16 (AVX512-BF16) at about twice ONNX Runtime's fp32 speed, and a
@@ -8,17 +8,15 @@ protocol as ONNX Runtime.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from spanqa.errors import CompileError, InferenceError, missing_backend
-from spanqa.package import INPUT_NAMES, OUTPUT_NAMES, ModelPackage
+from spanqa.errors import InferenceError, missing_backend
+from spanqa.models.package import OUTPUT_NAMES, ModelPackage
 
 MODEL_XML = "model.xml"
 
 
-def _openvino():
+def openvino():
     try:
         import openvino as ov
     except ImportError:
@@ -27,15 +25,15 @@ def _openvino():
 
 
 def cpu_capabilities() -> list[str]:
-    ov = _openvino()
+    ov = openvino()
     return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 class OpenVinoRuntime:
     """An OpenVINO CPU compiled model; precision from the manifest's ``inference_precision``."""
 
-    def __init__(self, package: ModelPackage, threads: int | None = None, device: str = "cpu"):
-        ov = _openvino()
+    def __init__(self, package: ModelPackage, threads: int | None = None, device: str = "cpu", pin_threads: bool | None = None):
+        ov = openvino()
         if device != "cpu":
             raise InferenceError(f"{package.root}: OpenVINO targets run on the CPU; drop --device {device}")
         core = ov.Core()
@@ -44,11 +42,15 @@ class OpenVinoRuntime:
         except Exception as exc:
             raise InferenceError(f"{package.model_path}: OpenVINO cannot read it ({str(exc).splitlines()[0]})") from None
         config = {
-            "INFERENCE_PRECISION_HINT": package.manifest.get("inference_precision", "f32"),
+            "INFERENCE_PRECISION_HINT": package.manifest.inference_precision or "f32",
             "PERFORMANCE_HINT": "LATENCY",
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        if pin_threads is not None:
+            # Several processes on one machine (Ray actors, Serve replicas) would otherwise all
+            # pin their threads to the same first cores.
+            config["ENABLE_CPU_PINNING"] = bool(pin_threads)
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         shape = self.compiled.input("input_ids").get_partial_shape()
@@ -58,7 +60,7 @@ class OpenVinoRuntime:
         self._outputs = [self.compiled.output(name) for name in OUTPUT_NAMES]
 
     def info(self) -> dict:
-        ov = _openvino()
+        ov = openvino()
         return {
             "name": self.name,
             "backend": "openvino",
@@ -75,52 +77,9 @@ class OpenVinoRuntime:
         # The request reuses its output buffers on the next call: copy.
         return np.array(result[self._outputs[0]]), np.array(result[self._outputs[1]])
 
-
-def read_and_shape(source: Path, batch_size: int | None, seq_len: int | None):
-    ov = _openvino()
-    model = ov.Core().read_model(str(source))
-    if batch_size is not None or seq_len is not None:
-        dims = [batch_size if batch_size is not None else -1, seq_len if seq_len is not None else -1]
-        model.reshape({name: ov.PartialShape(dims) for name in INPUT_NAMES})
-    return model
+    def close(self) -> None:
+        self.request = self.compiled = None
 
 
-def save(model, out_dir: Path) -> None:
-    ov = _openvino()
-    # Keep fp32 weights on disk: the precision is chosen at load time by the inference hint.
-    ov.save_model(model, str(out_dir / MODEL_XML), compress_to_fp16=False)
-
-
-def quantize_int8(model, calibration: list[dict[str, np.ndarray]], subset_size: int):
-    """Static post-training int8 quantisation with NNCF, calibrated on real inputs."""
-    try:
-        import nncf
-    except ImportError:
-        raise missing_backend("nncf", "openvino") from None
-    if not calibration:
-        raise CompileError("int8 calibration needs at least one feature")
-    import logging
-
-    nncf_logger = logging.getLogger("nncf")
-    level = nncf_logger.level
-    nncf_logger.setLevel(logging.ERROR)
-    try:
-        return nncf.quantize(
-            model,
-            nncf.Dataset(calibration),
-            model_type=nncf.ModelType.TRANSFORMER,
-            subset_size=min(subset_size, len(calibration)),
-        )
-    finally:
-        nncf_logger.setLevel(level)
-
-
-def _register() -> None:
-    from spanqa.runtime import register_runtime
-
-    @register_runtime("openvino")
-    def _load(package: ModelPackage, options) -> OpenVinoRuntime:
-        return OpenVinoRuntime(package, options.threads, options.device)
-
-
-_register()
+def load(package: ModelPackage, options) -> OpenVinoRuntime:
+    return OpenVinoRuntime(package, options.threads, options.device, options.pin_threads)

@@ -10,20 +10,11 @@ Fixed-shape models (the .om style) get plain fixed batches instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class BatchingSettings:
-    # max rows x padded length per batch. Measured on 2 cores (dataset mode, 1,024 vs 4,096):
-    # +8-12% fp32 and +0-5% int8 on both the stand-in and SpanBERT-base: small batches keep the
-    # activations in cache and carry less padding.
-    token_budget: int = 1024
-    max_batch_size: int = 64
-    multiple: int = 8  # pad lengths up to a multiple of this
-    length_aware: bool = True
+from spanqa.errors import InferenceError
+from spanqa.settings import BatchingSettings
 
 
 @dataclass(frozen=True)
@@ -78,7 +69,13 @@ def plan_batches(
 def gather(
     input_ids: np.ndarray, segment_ids: np.ndarray, input_mask: np.ndarray, batch: Batch
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The model inputs of one batch: rows cut to ``seq_len``, zero rows appended to fill a fixed batch."""
+    """The model inputs of one batch: rows cut to ``seq_len``, zero rows appended to fill a fixed batch.
+    Cutting never drops a real token: a batch whose features are longer is an error."""
+    if input_mask.shape[1] > batch.seq_len and input_mask[batch.rows, batch.seq_len :].any():
+        raise InferenceError(
+            f"features of {int(input_mask[batch.rows].sum(axis=1).max())} tokens do not fit a {batch.seq_len}-token batch; "
+            f"rebuild them with --max-seq-length {batch.seq_len}"
+        )
     out = []
     for arr in (input_ids, segment_ids, input_mask):
         part = arr[batch.rows, : batch.seq_len]
@@ -90,19 +87,13 @@ def gather(
     return out[0], out[1], out[2]
 
 
-def iterate(
-    input_ids: np.ndarray, segment_ids: np.ndarray, input_mask: np.ndarray, batches: list[Batch]
-) -> Iterator[tuple[Batch, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-    for batch in batches:
-        yield batch, gather(input_ids, segment_ids, input_mask, batch)
-
-
 class LogitsCollector:
-    """Puts each batch's logits back at its features' rows, in the original feature order."""
+    """Puts each batch's logits back at its features' rows, in the original feature order.
+    Positions a batch did not compute (past its padded length) stay -inf: no logit there."""
 
     def __init__(self, num_features: int, max_seq_length: int):
-        self.start = np.zeros((num_features, max_seq_length), dtype=np.float32)
-        self.end = np.zeros((num_features, max_seq_length), dtype=np.float32)
+        self.start = np.full((num_features, max_seq_length), -np.inf, dtype=np.float32)
+        self.end = np.full((num_features, max_seq_length), -np.inf, dtype=np.float32)
 
     def add(self, batch: Batch, start: np.ndarray, end: np.ndarray) -> None:
         k = len(batch.rows)

@@ -17,10 +17,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from spanqa.data.vocab import TokenizerSettings, resolve_tokenizer
 from spanqa.errors import PackageError
-from spanqa.vocab import TokenizerSettings, resolve_tokenizer
+from spanqa.models.manifest import FORMAT, MANIFEST_NAME, Manifest, Shapes
 
-MANIFEST_NAME = "manifest.json"
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
 OUTPUT_NAMES = ("start_logits", "end_logits")
 
@@ -29,25 +29,63 @@ OUTPUT_NAMES = ("start_logits", "end_logits")
 class ModelPackage:
     root: Path
     model_path: Path
-    manifest: dict
+    manifest: Manifest
     tokenizer: TokenizerSettings
 
     @property
     def target(self) -> str:
-        return self.manifest.get("target", "onnx")
+        return self.manifest.target
+
+    @property
+    def runtime(self) -> str:
+        return self.manifest.runtime
+
+    @property
+    def precision(self) -> str:
+        return self.manifest.precision
 
     @property
     def batch_size(self) -> int | None:
         """Fixed batch size, or None when the batch axis is dynamic."""
-        return self.manifest.get("shapes", {}).get("batch_size")
+        return self.manifest.shapes.batch_size
 
     @property
     def seq_len(self) -> int | None:
         """Fixed sequence length, or None when the sequence axis is dynamic."""
-        return self.manifest.get("shapes", {}).get("seq_len")
+        return self.manifest.shapes.seq_len
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.manifest.shapes.max_positions or self.manifest.model.get("max_positions") or 512)
+
+    @property
+    def is_package(self) -> bool:
+        """A package directory spanqa wrote (not a bare .onnx)."""
+        return self.manifest.format == FORMAT and (self.root / MANIFEST_NAME).is_file()
+
+    def files(self) -> list[Path]:
+        """The model's files: the graph and, for OpenVINO, its weights."""
+        paths = [self.model_path]
+        weights = self.model_path.with_suffix(".bin")
+        if self.model_path.suffix == ".xml" and weights.is_file():
+            paths.append(weights)
+        return paths
+
+    def sha256(self) -> str:
+        """One hash over every file of the model (an OpenVINO model's weights included)."""
+        import hashlib
+
+        from spanqa.fileutil import sha256_file
+
+        if len(self.files()) == 1:
+            return sha256_file(self.model_path)
+        h = hashlib.sha256()
+        for path in self.files():
+            h.update(sha256_file(path).encode())
+        return h.hexdigest()
 
 
-def _bare_onnx(model_path: Path) -> tuple[dict, TokenizerSettings]:
+def _bare_onnx(model_path: Path) -> tuple[Shapes, TokenizerSettings]:
     """Shapes and tokenizer of a bare .onnx: from its graph and the metadata spanqa export wrote."""
     import hashlib
 
@@ -60,7 +98,7 @@ def _bare_onnx(model_path: Path) -> tuple[dict, TokenizerSettings]:
     meta = {p.key: p.value for p in model.metadata_props}
     tokenizer = resolve_tokenizer(model_path.parent)
     if "spanqa.vocab" in meta and not (model_path.parent / "vocab.txt").is_file():
-        from spanqa.download import cache_home
+        from spanqa.paths import cache_home
 
         text = meta["spanqa.vocab"]
         vocab = cache_home() / "vocab" / f"{hashlib.sha256(text.encode()).hexdigest()}.txt"
@@ -78,7 +116,7 @@ def _bare_onnx(model_path: Path) -> tuple[dict, TokenizerSettings]:
         if len(dims) == 2:
             batch = dims[0].dim_value or None
             seq = dims[1].dim_value or None
-    return {"batch_size": batch, "seq_len": seq}, tokenizer
+    return Shapes(batch, seq, int(meta["spanqa.max_positions"]) if "spanqa.max_positions" in meta else None), tokenizer
 
 
 def open_package(path: str | Path) -> ModelPackage:
@@ -92,16 +130,21 @@ def open_package(path: str | Path) -> ModelPackage:
                 "'spanqa compile' or 'spanqa convert', or pass a .onnx file"
             )
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise PackageError(f"{manifest_path}: unreadable manifest ({exc}); re-run 'spanqa compile'") from None
-        model_path = path / manifest.get("model_file", "model.onnx")
+        if isinstance(data, dict) and data.get("kind") == "spanqa-features":
+            raise PackageError(
+                f"{path}: a features folder (from 'spanqa preprocess'), not a model package; pass a model package, .onnx or checkpoint"
+            )
+        manifest = Manifest.from_json(data, str(manifest_path))
+        model_path = path / manifest.model_file
         if not model_path.is_file():
             raise PackageError(f"{path}: the manifest names {model_path.name}, which is missing; re-run 'spanqa compile'")
         return ModelPackage(path, model_path, manifest, resolve_tokenizer(path))
     if path.is_file() and path.suffix == ".onnx":
         shapes, tokenizer = _bare_onnx(path)
-        manifest = {"target": "onnx", "precision": "fp32", "runtime": "onnxruntime", "model_file": path.name, "shapes": shapes}
+        manifest = Manifest("onnx", "fp32", "onnxruntime", path.name, shapes, format="onnx")
         return ModelPackage(path.parent, path, manifest, tokenizer)
     if not path.exists():
         raise PackageError(f"{path}: no such model package or .onnx file")

@@ -103,7 +103,7 @@ def split_doc(paragraph_text):
 
 def read_squad_examples(input_file):
     """(qas_id, question_text, doc_tokens) of every question."""
-    with open(input_file, "r", encoding="utf-8") as reader:
+    with open(input_file, encoding="utf-8") as reader:
         input_data = json.load(reader)["data"]
     examples = []
     for entry in input_data:

@@ -1,0 +1,87 @@
+"""The accuracy guard: a reduced-precision model must keep 99.5% of the fp32 model's F1 on real
+SQuAD questions, answered through the engine exactly as ``run`` answers them.
+
+A decision on a few questions is noise (one flipped answer in 50 moves F1 by 2%), so the guard
+needs ``min_questions`` and records a 95% confidence interval of the per-question F1 difference
+beside its verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from spanqa.errors import GuardError, UsageError
+from spanqa.settings import EngineSettings, GuardSettings
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The guard as ``compile`` calls it: ``guard(candidate_package, fp32_source) -> figures``."""
+
+    settings: GuardSettings
+    threads: int | None = None
+
+    def __call__(self, candidate, reference) -> dict:
+        return check(candidate, reference, self.settings, self.threads)
+
+
+def guard_questions(settings: GuardSettings):
+    from spanqa.data.squad import read_squad
+
+    if not settings.dataset:
+        raise UsageError("the accuracy guard needs a dataset: pass --guard DATASET.json")
+    examples = read_squad(settings.dataset)[: settings.questions]
+    if len(examples) < settings.min_questions:
+        raise UsageError(
+            f"--guard {settings.dataset}: {len(examples)} questions are too few for a guard decision "
+            f"(at least {settings.min_questions}: below that one answer moves F1 by more than the 0.5% margin); "
+            "pass a larger set or --guard-questions"
+        )
+    if not all(ex.answers for ex in examples):
+        raise UsageError(f"--guard {settings.dataset}: every guard question needs gold answers")
+    return examples
+
+
+def check(candidate, reference, settings: GuardSettings, threads: int | None = None) -> dict:
+    """Score ``candidate`` (a package) against ``reference`` (the fp32 package or .onnx) on the
+    first ``settings.questions`` questions; GuardError when its F1 is below ``ratio`` of fp32's."""
+    from spanqa.answers.scoring import question_scores
+    from spanqa.engine.core import Engine
+    from spanqa.models.package import ModelPackage, open_package
+
+    examples = guard_questions(settings)
+    scores = {}
+    for name, model in (("reference", reference), ("candidate", candidate)):
+        package = model if isinstance(model, ModelPackage) else open_package(Path(model))
+        with Engine(package, threads=threads, settings=EngineSettings()) as engine:
+            prediction = engine.predict(examples, desc=f"guard ({name})")
+        ems, f1s, _ = question_scores(examples, prediction.predictions)
+        scores[name] = (ems, f1s)
+    n = len(examples)
+    ref_f1 = 100.0 * sum(scores["reference"][1]) / n
+    f1 = 100.0 * sum(scores["candidate"][1]) / n
+    diffs = [c - r for c, r in zip(scores["candidate"][1], scores["reference"][1])]
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
+    half = 1.96 * sd / math.sqrt(n)
+    report = {
+        **asdict(settings),
+        "dataset": str(settings.dataset),
+        "questions": n,
+        "f1": f1,
+        "exact_match": 100.0 * sum(scores["candidate"][0]) / n,
+        "reference_f1": ref_f1,
+        "reference_exact_match": 100.0 * sum(scores["reference"][0]) / n,
+        "ratio": f1 / ref_f1 if ref_f1 else float("nan"),
+        "required_ratio": settings.ratio,
+        "f1_difference_ci95": [100.0 * (mean - half), 100.0 * (mean + half)],
+    }
+    report["passed"] = bool(ref_f1 > 0 and f1 >= settings.ratio * ref_f1)
+    if not report["passed"]:
+        raise GuardError(
+            f"accuracy guard: F1 {f1:.2f} is {100 * report['ratio']:.2f}% of the fp32 model's {ref_f1:.2f} "
+            f"on the first {n} questions of {settings.dataset} (needs >= {100 * settings.ratio:.1f}%); model not written"
+        )
+    return report

@@ -1,0 +1,146 @@
+"""``spanqa run``: read a dataset, answer every question through the engine, score, write the
+result directory (predictions.json, nbest_predictions.json, result.json, summary.json)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spanqa import __version__
+from spanqa.settings import RunSettings
+
+
+@dataclass
+class RunReport:
+    evaluation: Any  # spanqa.engine.Prediction (Evaluation when the dataset has gold answers)
+    summary: dict
+    result: dict | None  # None when the questions carry no gold answers
+    result_dir: Path
+
+
+def run(
+    dataset: str | Path,
+    model,
+    result_dir: str | Path,
+    settings: RunSettings = RunSettings(),
+    *,
+    keep_files: bool = False,
+    overwrite: bool = False,
+) -> RunReport:
+    """preprocess -> infer -> evaluate -> report in memory, through the engine; the result
+    directory appears complete or not at all. ``model`` is a model package (or its path)."""
+    from spanqa.answers.scoring import has_gold
+    from spanqa.data.squad import read_squad
+    from spanqa.engine import Engine
+    from spanqa.fileutil import check_output
+    from spanqa.models.package import ModelPackage, open_package
+
+    check_output(result_dir, "result", overwrite=overwrite, inputs=(dataset,))
+    package = model if isinstance(model, ModelPackage) else open_package(model)
+    t_read = time.perf_counter()
+    examples = read_squad(dataset)  # carries every gold answer: scoring needs no second read
+    read_s = time.perf_counter() - t_read
+    t_load = time.perf_counter()
+    with Engine(package, threads=settings.threads, settings=settings.engine()) as engine:
+        load_s = time.perf_counter() - t_load
+        scored = has_gold(examples)
+        evaluation = engine.evaluate(examples) if scored else engine.predict(examples)
+        evaluation.timings.update(read_s=read_s, load_s=load_s)
+        summary = job_summary(engine, dataset, evaluation)
+    result = None
+    if scored:
+        result = dict(evaluation.scores)
+        result.update(
+            {
+                "dataset": str(dataset),
+                "model": str(package.root),
+                "target": package.target,
+                "num_features": len(evaluation.features),
+                "answer_settings": asdict(engine.settings.answers),
+                "feature_settings": asdict(evaluation.features.settings),
+            }
+        )
+    write_run(result_dir, evaluation, result, summary, settings, package.tokenizer, dataset, keep_files, overwrite)
+    return RunReport(evaluation, summary, result, Path(result_dir))
+
+
+def job_summary(engine, dataset, evaluation) -> dict:
+    """summary.json of a run: what ran, on what, and how fast."""
+    from spanqa.fileutil import sha256_file
+    from spanqa.sysinfo import cpu_info
+
+    stats = evaluation.stats.to_json()
+    inference_s = stats["inference_s"] or float("nan")
+    features = evaluation.features
+    return {
+        "spanqa_version": __version__,
+        "dataset": str(Path(dataset).resolve()),
+        "dataset_sha256": sha256_file(dataset),
+        "model": str(engine.package.root.resolve()),
+        "model_sha256": engine.package.sha256(),
+        "target": engine.package.target,
+        "precision": engine.package.precision,
+        "guarded": engine.package.manifest.guarded,
+        "runtime": engine.info()["runtime"],
+        "threads": engine.threads,
+        "cpu": cpu_info(),
+        "questions": len(features.examples),
+        "features": len(features),
+        "real_tokens": int(features.lengths.sum()),
+        "settings": {
+            "features": asdict(features.settings),
+            "answers": asdict(engine.settings.answers),
+            "batching": asdict(engine.settings.batching),
+            "batch_size": engine.settings.batch_size,
+            "fixed_shape": {"batch_size": engine.runtime.batch_size, "seq_len": engine.runtime.seq_len},
+        },
+        "timings_s": evaluation.timings,
+        "end_to_end_questions_per_s": evaluation.questions_per_s,
+        "model_rows_per_s": stats["rows"] / inference_s,
+        "inference": stats,
+    }
+
+
+def write_run(result_dir, evaluation, result, summary, settings, tokenizer, dataset, keep_files: bool, overwrite: bool) -> None:
+    from spanqa.answers.results import write_results
+
+    result_dir = Path(result_dir)
+    result_dir.parent.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {"summary.json": summary}
+    with tempfile.TemporaryDirectory(prefix=f".{result_dir.name}.keep.", dir=result_dir.parent) as keep:
+        dirs = _keep_files(evaluation, Path(keep), settings, tokenizer, dataset) if keep_files else {}
+        write_results(
+            result_dir,
+            evaluation.predictions,
+            evaluation.nbest,
+            result,
+            extra_files=extra,
+            extra_dirs=dirs,
+            overwrite=overwrite,
+            inputs=(dataset,),
+        )
+
+
+def _keep_files(evaluation, keep: Path, settings: RunSettings, tokenizer, dataset) -> dict[str, Path]:
+    """The recipe's intermediate files: features in its folders and the logits in msame's
+    naming, padded to max_seq_length with -inf (no logit was computed there), so ``spanqa
+    evaluate`` re-scores them to the same answers, ``--rank-padding`` or not."""
+    from spanqa.data.folders import write_features
+
+    batch = settings.batch_size or 1
+    write_features(evaluation.features, keep / "features", batch, tokenizer=tokenizer, dataset=dataset)
+    n, width = evaluation.start_logits.shape
+    out = keep / "outputs"
+    out.mkdir()
+    for i, lo in enumerate(range(0, n, batch)):
+        for k, arr in enumerate((evaluation.start_logits, evaluation.end_logits)):
+            part = arr[lo : lo + batch]
+            if part.shape[0] < batch:
+                part = np.concatenate([part, np.full((batch - part.shape[0], width), -np.inf, np.float32)])
+            part.astype("<f4").tofile(out / f"{i}_output_{k}.bin")
+    return {"features": keep / "features", "outputs": out}

@@ -1,0 +1,1 @@
+"""Model artifacts: checkpoints, ONNX export, model packages and their typed manifest."""

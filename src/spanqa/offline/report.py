@@ -1,0 +1,103 @@
+"""Reports (the recipe's parse.py): fps from an msame log or summary.json, EM/F1 from result.json."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from spanqa.errors import InferenceError
+from spanqa.offline.outputs import LOG_NAME, SUMMARY_NAME
+
+_AVG_RE = re.compile(r"Inference average time\s*:\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*ms")
+_AVG_WO_RE = re.compile(r"Inference average time without first time\s*:\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*ms")
+_BS_RE = re.compile(r"\[INFO\] batch size\s*:\s*(\d+)")
+
+
+@dataclass(frozen=True)
+class PerfReport:
+    source: str
+    batch_size: int
+    average_ms: float  # the average fps is computed from
+    without_first: bool  # whether that average excludes the first run
+
+    @property
+    def fps(self) -> float:
+        return self.batch_size * 1000.0 / self.average_ms
+
+    def line(self) -> str:
+        which = "without first time" if self.without_first else "all runs"
+        return f"{self.source}: batch size {self.batch_size}, {self.average_ms:.3f} ms per batch ({which}), {self.fps:.3f} fps"
+
+
+def perf_from_log(text: str, source: str = "log", batch_size: int | None = None) -> PerfReport:
+    """fps from an msame or ``spanqa infer`` log: the last "without first time" average, else the
+    last plain average. The batch size comes from ``batch_size`` or the log's "batch size" line."""
+    without = _AVG_WO_RE.findall(text)
+    plain = _AVG_RE.findall(text)
+    if not without and not plain:
+        raise InferenceError(f"{source}: no 'Inference average time' line; is this an msame or 'spanqa infer' log?")
+    logged = _BS_RE.findall(text)
+    logged_bs = int(logged[-1]) if logged else None
+    if batch_size is not None and logged_bs is not None and batch_size != logged_bs:
+        raise InferenceError(f"--batch-size {batch_size}: {source} was run with batch size {logged_bs}; drop --batch-size")
+    bs = batch_size or logged_bs
+    if bs is None:
+        raise InferenceError(f"{source}: the log does not say the batch size; pass --batch-size N")
+    avg = float(without[-1]) if without else float(plain[-1])
+    if avg <= 0:
+        raise InferenceError(f"{source}: average time {avg} ms; cannot compute fps")
+    return PerfReport(source, bs, avg, bool(without))
+
+
+def perf_from_summary(summary: dict, source: str = "summary.json", batch_size: int | None = None) -> PerfReport:
+    bs = summary.get("batch_size")
+    avg = summary.get("average_ms_without_first")
+    if bs is None or avg is None:
+        raise InferenceError(f"{source}: no timed runs recorded (batch_size/average_ms_without_first missing)")
+    if batch_size is not None and batch_size != bs:
+        raise InferenceError(f"--batch-size {batch_size}: {source} was run with batch size {bs}; drop --batch-size")
+    return PerfReport(source, int(bs), float(avg), summary.get("timed_runs", 2) >= 2)
+
+
+def accuracy_line(result: dict, source: str = "result.json") -> str:
+    try:
+        em, f1 = float(result["exact_match"]), float(result["f1"])
+    except (KeyError, TypeError, ValueError):
+        raise InferenceError(f"{source}: no exact_match/f1; is this a result.json from 'spanqa evaluate'?") from None
+    total = result.get("total")
+    return f"{source}: EM {em:.3f}, F1 {f1:.3f}" + (f" ({total} questions)" if total is not None else "")
+
+
+def report_lines(path: str | Path, batch_size: int | None = None) -> list[str]:
+    """What ``spanqa report`` prints for PATH: an infer log (or any msame log), a summary.json,
+    a result.json, or a directory holding them."""
+    path = Path(path)
+    if path.is_dir():
+        found = [path / n for n in (SUMMARY_NAME, LOG_NAME, "result.json") if (path / n).is_file()]
+        if not found:
+            raise InferenceError(f"{path}: no {SUMMARY_NAME}, {LOG_NAME} or result.json here; pass the file itself")
+        # summary.json and infer.log describe the same run: report the summary when both exist.
+        if path / SUMMARY_NAME in found and path / LOG_NAME in found:
+            found.remove(path / LOG_NAME)
+        return [line for f in found for line in report_lines(f, batch_size)]
+    if not path.is_file():
+        raise InferenceError(f"{path}: no such file or directory")
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise InferenceError(f"{path}: unreadable ({exc})") from None
+    if path.suffix == ".json":
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            raise InferenceError(f"{path}: not valid JSON") from None
+        if not isinstance(obj, dict):
+            raise InferenceError(f"{path}: not a summary.json or result.json")
+        if "exact_match" in obj or "f1" in obj:
+            return [accuracy_line(obj, str(path))]
+        if "average_ms_without_first" in obj:
+            return [perf_from_summary(obj, str(path), batch_size).line()]
+        raise InferenceError(f"{path}: neither an infer summary.json nor an evaluate result.json")
+    return [perf_from_log(text, str(path), batch_size).line()]

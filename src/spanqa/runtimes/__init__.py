@@ -1,0 +1,59 @@
+"""Runtimes behind one small adapter protocol: load a model package, run a batch, get logits.
+
+The manifest of a package names its runtime (``runtime``); ``open_runtime`` looks it up in the
+registry (``spanqa.registry.RUNTIMES``) and imports its module only then, so a machine without
+OpenVINO or a GPU never imports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from spanqa.models.package import ModelPackage, open_package
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    threads: int | None = None  # intra-op threads; None = the runtime's default
+    device: str = "cpu"  # "cpu" or "cuda"
+    pin_threads: bool | None = None  # OpenVINO's CPU pinning; None = its default (on)
+
+
+class Runtime(Protocol):
+    name: str  # e.g. "onnxruntime-cpu"
+    batch_size: int | None  # fixed batch size, None if dynamic
+    seq_len: int | None  # fixed sequence length, None if dynamic
+
+    def run(self, input_ids: np.ndarray, token_type_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """int64 [B, L] inputs -> float32 [B, L] start and end logits."""
+        ...
+
+    def info(self) -> dict:
+        """What runs: backend, version, device, threads (for logs and summaries)."""
+        ...
+
+    def close(self) -> None:
+        """Free the session (idempotent)."""
+        ...
+
+
+def open_runtime(model: str | Path | ModelPackage, options: RuntimeOptions | None = None) -> Runtime:
+    """Load a model package (or bare .onnx) into the runtime its manifest names."""
+    from spanqa import registry
+
+    package = model if isinstance(model, ModelPackage) else open_package(model)
+    entry = registry.get_runtime(package.runtime, where=str(package.root))
+    return registry.load(entry.loader)(package, options or RuntimeOptions())
+
+
+def runtime_info(runtime: Runtime) -> dict:
+    """What a loaded runtime is: at least ``name``, more where its ``info()`` says."""
+    info = {"name": runtime.name}
+    describe = getattr(runtime, "info", None)
+    if callable(describe):
+        info.update(describe())
+    return info
