@@ -194,7 +194,7 @@ class BenchSettings:
 class ServeSettings:
     """``spanqa serve``: the HTTP service, its batching and its limits."""
 
-    target: str = "cpu-fp32"
+    target: str | None = None  # None: a package's own target; cpu-fp32 for a checkpoint
     host: str = "127.0.0.1"  # loopback unless asked: the API has no TLS
     port: int = 8000
     replicas: int = 1

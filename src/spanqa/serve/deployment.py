@@ -69,7 +69,12 @@ def build(
         def __serve_build_asgi_app__(self):
             from spanqa.serve.app import build_app
 
-            return build_app(self.service, self.answer, api_key_sha256=self._api_key_sha256)
+            return build_app(self.service, self.submit, api_key_sha256=self._api_key_sha256)
+
+        async def submit(self, item):
+            # The wait is read when a batch's first question arrives: set it just before.
+            self.answer.set_batch_wait_timeout_s(self.service.pacer.wait_s())
+            return await self.answer(item)
 
         @serve.batch(
             max_batch_size=settings.max_batch_tokens,

@@ -39,7 +39,7 @@ def check_port(host: str, port: int) -> None:
             raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port or --host") from None
 
 
-def resolve_package(model: str, target: str) -> str:
+def resolve_package(model: str, target: str | None) -> str:
     """The model package to serve. Built here, once, before any replica starts: replicas
     converting a checkpoint side by side would race for the same cache entry."""
     from spanqa.engine.resolve import resolve_model

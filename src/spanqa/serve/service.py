@@ -58,6 +58,40 @@ class Item:
     started: bool = field(default=False)
 
 
+class Pacer:
+    """How long Serve's next batch should wait to fill.
+
+    Serve forms a batch once its wait ends, even while the previous batch still runs (it then
+    queues for the replica's one batch slot). A batch runs for tens to hundreds of milliseconds,
+    so a short fixed wait would cut the requests arriving meanwhile into many small batches
+    queued behind it, and they would stay small. So the wait is the running batch's expected
+    remaining time (seconds per padded token, a moving average, times its tokens), or the
+    configured wait when nothing runs: the next batch closes about when the engine is free."""
+
+    def __init__(self, base_wait_s: float, cap_s: float = 1.0):
+        self.base = base_wait_s
+        self.cap = cap_s
+        self.per_token: float | None = None
+        self._start = self._end = 0.0
+        self._tokens = 0
+
+    def started(self, tokens: int) -> None:
+        self._start = time.monotonic()
+        self._tokens = max(1, tokens)
+        self._end = self._start + (self.per_token or 0.0) * self._tokens
+
+    def finished(self) -> None:
+        if not self._tokens:
+            return
+        rate = (time.monotonic() - self._start) / self._tokens
+        self.per_token = rate if self.per_token is None else 0.8 * self.per_token + 0.2 * rate
+        self._end = 0.0
+        self._tokens = 0
+
+    def wait_s(self) -> float:
+        return min(self.cap, max(self.base, self._end - time.monotonic()))
+
+
 def batch_cost(items: list[Item]) -> int:
     """Serve's ``batch_size_fn``: a batch's size is its padded tokens."""
     return sum(item.cost for item in items)
@@ -72,6 +106,7 @@ class Service:
         self.engine = engine
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.pacer = Pacer(settings.max_wait_ms / 1000.0)
         self._engines: dict[Key, Any] = {}
         self._pieces = _piece_counter(engine)
         base = engine.settings
@@ -82,10 +117,11 @@ class Service:
         self.multiple = max(1, int(base.batching.multiple))
 
     @classmethod
-    def load(cls, model: str, settings: ServeSettings, threads: int | None = None) -> Service:
+    def load(cls, package: str, settings: ServeSettings, threads: int | None = None) -> Service:
+        """The service of a built model package (the server resolved --model and --target)."""
         from spanqa.engine import Engine
 
-        return cls(Engine.load(model, settings.target, threads=threads), settings)
+        return cls(Engine.load(package, threads=threads), settings)
 
     # ------------------------------------------------------------------------------------------
     # Requests to items
@@ -215,7 +251,8 @@ class Service:
         m = self.metrics
         m.queue.dec(len(items))
         m.batch_questions.observe(len(items))
-        m.batch_tokens.observe(batch_cost(items))
+        m.batch_tokens.observe(tokens := batch_cost(items))
+        self.pacer.started(tokens)
 
     def run_batch(self, items: list[Item]) -> list[Any]:
         """Answers (a list of ``Answer``) or the exception of each item, in order. Items that
@@ -239,6 +276,7 @@ class Service:
                 continue
             for i, found in zip(idx, answers):
                 out[i] = found[: items[i].top_k]
+        self.pacer.finished()
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         self.metrics.questions.inc(len(items))
         return out
