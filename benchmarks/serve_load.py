@@ -4,7 +4,7 @@
     python -m venv --system-site-packages /tmp/serve-peer-venv
     /tmp/serve-peer-venv/bin/pip install transformers==4.57.6 tokenizers==0.22.2 huggingface_hub==0.36.2
 
-    PYTHONPATH=src python benchmarks/serve_load.py [--model CHECKPOINT] [--target cpu-fp32]
+    PYTHONPATH=src python benchmarks/serve_load.py [--model CHECKPOINT] [--target cpu-fp32 | --package PKG]
         [--threads 2] [--concurrency 1,4,16,64] [--seconds 10] [--questions 400]
         [--peer-python /tmp/serve-peer-venv/bin/python] [--json out.json]
 
@@ -21,7 +21,6 @@ warm-up; throughput = answered / wall time; latency percentiles over the answere
 client shares the machine's cores with the server (it is the only machine there is).
 """
 
-from __future__ import annotations
 
 import argparse
 import asyncio
@@ -140,7 +139,8 @@ def offline(package: str, questions: list[dict], threads: int) -> dict:
         t = time.perf_counter()
         engine.answer_many(questions)
         seconds = time.perf_counter() - t
-    return {"q_per_s": len(questions) / seconds, "seconds": seconds}
+        target = engine.package.target
+    return {"q_per_s": len(questions) / seconds, "seconds": seconds, "target": target}
 
 
 def machine(threads: int) -> dict:
@@ -212,6 +212,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(SHARED / "models" / "standin-minilm-squad"))
     ap.add_argument("--target", default="cpu-fp32")
+    ap.add_argument("--package", default=None, help="A model package built from --model (default: build it for --target).")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--concurrency", default="1,4,16,64")
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -232,7 +233,7 @@ def main() -> None:
 
     levels = [int(c) for c in args.concurrency.split(",")]
     questions = load_questions(Path(args.dataset), args.questions)
-    package = resolve_package(args.model, args.target)
+    package = args.package or resolve_package(args.model, args.target)
     env = dict(
         os.environ,
         PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
@@ -247,6 +248,7 @@ def main() -> None:
     print(json.dumps(report["machine"]), flush=True)
 
     report["offline"] = offline(package, questions, args.threads)
+    target = report["target"] = report["offline"]["target"]
     print(f"offline Engine: {report['offline']['q_per_s']:.1f} q/s", flush=True)
     rows: list[dict] = []
 
@@ -268,7 +270,7 @@ def main() -> None:
         wait_ready(f"http://127.0.0.1:{port}", proc, "/readyz")
         for c in levels:
             r = asyncio.run(run_level(f"http://127.0.0.1:{port}", questions, c, args.seconds))
-            rows.append({"system": f"spanqa serve ({args.target})", **r})
+            rows.append({"system": f"spanqa serve ({target})", **r})
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     finally:
         stop(proc)
@@ -305,7 +307,7 @@ def main() -> None:
     print(
         f"Machine: {report['machine']['cpu']}, {report['machine']['usable_cores']} cores ({', '.join(report['machine']['isa'])}); threads {args.threads}"
     )
-    print(f"offline Engine ({args.target}, answer_many over {len(questions)} questions): {report['offline']['q_per_s']:.1f} q/s")
+    print(f"offline Engine ({target}, answer_many over {len(questions)} questions): {report['offline']['q_per_s']:.1f} q/s")
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
