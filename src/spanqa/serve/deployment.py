@@ -25,7 +25,7 @@ def build(
     *,
     threads: int,
     api_key_sha256: str | None,
-    env: dict[str, str],
+    runtime_env: dict,
 ):
     """The bound Serve application for ``package`` (a model package directory)."""
     from ray import serve
@@ -47,7 +47,7 @@ def build(
         graceful_shutdown_timeout_s=settings.drain_timeout_s,
         health_check_period_s=2.0,
         health_check_timeout_s=30.0,
-        ray_actor_options={"num_cpus": threads, "runtime_env": {"env_vars": env}},
+        ray_actor_options={"num_cpus": threads, "runtime_env": runtime_env},
     )
     @serve.ingress()
     class SpanQA:

@@ -10,7 +10,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from spanqa.errors import MissingBackendError, UsageError, missing_backend
+from spanqa.errors import InferenceError, MissingBackendError, UsageError, missing_backend, one_line
+from spanqa.serve.deployment import APP_NAME
 from spanqa.settings import ServeSettings
 
 
@@ -63,7 +64,7 @@ def serve_forever(model: str, settings: ServeSettings, *, say: Callable[[str], N
         raise MissingBackendError(f"{exc.name} is not installed; install it with: pip install 'spanqa[serve]'") from None
 
     from spanqa.serve.app import API_KEY_ENV, key_digest
-    from spanqa.serve.deployment import APP_NAME, build
+    from spanqa.serve.deployment import build
 
     if settings.address is None:
         check_port(settings.host, settings.port)
@@ -82,6 +83,7 @@ def serve_forever(model: str, settings: ServeSettings, *, say: Callable[[str], N
     env = {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     if os.environ.get("SPANQA_HOME"):
         env["SPANQA_HOME"] = os.environ["SPANQA_HOME"]
+    runtime_env: dict = {"env_vars": env}
     try:
         if local:
             # "local" and not None: None would join any cluster `ray start` left on this machine.
@@ -94,7 +96,19 @@ def serve_forever(model: str, settings: ServeSettings, *, say: Callable[[str], N
                 log_to_driver=False,
             )
         else:
-            ray.init(address=settings.address, namespace=APP_NAME, log_to_driver=False)
+            try:
+                # A cluster's nodes may lack spanqa (or hold another version): this one goes
+                # with the job, and Serve gives the job's runtime_env to the replicas. The model
+                # package path must exist on the nodes.
+                import spanqa
+
+                job_env = {"py_modules": [str(Path(spanqa.__file__).parent)]}
+                ray.init(address=settings.address, namespace=APP_NAME, log_to_driver=False, runtime_env=job_env)
+            except (ConnectionError, RuntimeError) as exc:
+                raise UsageError(
+                    f"--address {settings.address}: cannot join the Ray cluster ({one_line(str(exc))[:200]}); "
+                    "is it running, and does RAY_AUTH_MODE / the auth token match its own?"
+                ) from None
         # Ray's core worker installs its own SIGTERM handler (it aborts the driver, exit 134):
         # ours goes back on top, or SIGTERM would not drain.
         trap()
@@ -112,9 +126,12 @@ def serve_forever(model: str, settings: ServeSettings, *, say: Callable[[str], N
             settings,
             threads=threads,
             api_key_sha256=key_digest(os.environ.get(API_KEY_ENV)),
-            env=env,
+            runtime_env=runtime_env,
         )
-        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        try:
+            serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        except RuntimeError:
+            raise InferenceError(f"the replicas did not start: {_deploy_error(serve)}") from None
         say(
             f"spanqa serve: {Path(package).name} on http://{settings.host}:{settings.port} "
             f"({settings.replicas} replica(s) x {threads} thread(s); API docs at /docs)"
@@ -135,6 +152,17 @@ def serve_forever(model: str, settings: ServeSettings, *, say: Callable[[str], N
         for s, handler in previous.items():
             signal.signal(s, handler)
         _remove_tree(metrics_dir)
+
+
+def _deploy_error(serve) -> str:
+    """The last line of what Serve says about the failed deployment (a replica's exception)."""
+    try:
+        app = serve.status().applications[APP_NAME]
+        messages = [d.message for d in app.deployments.values() if d.message] or [app.message]
+    except Exception:  # noqa: BLE001 - status is best effort; the Ray logs have it all
+        return "see the replica logs under /tmp/ray/session_latest/logs"
+    lines = [line.strip() for line in messages[0].splitlines() if line.strip()]
+    return one_line(lines[-1] if lines else messages[0])[:300]
 
 
 def _remove_tree(path: str) -> None:
