@@ -16,8 +16,11 @@ from spanqa import __version__
 from spanqa.errors import EXIT_DATA, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OUTPUT, SpanQAError, one_line
 
 
+_debug_flag = False  # --debug of the current invocation
+
+
 def _debug() -> bool:
-    return os.environ.get("SPANQA_DEBUG", "") not in ("", "0")
+    return _debug_flag or os.environ.get("SPANQA_DEBUG", "") not in ("", "0")
 
 
 def _fail(message: str, code: int):
@@ -29,8 +32,11 @@ class _Group(click.Group):
     """Turns every failure into a one-line message with a documented exit code, never a traceback."""
 
     def invoke(self, ctx: click.Context):
+        from spanqa.sysinfo import sigterm_as_interrupt
+
         try:
-            return super().invoke(ctx)
+            with sigterm_as_interrupt():  # `kill` unwinds like Ctrl-C: temp files go, nothing half-made stays
+                return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
@@ -62,9 +68,9 @@ def main(quiet: bool, debug: bool) -> None:
     """spanqa: SpanBERT/BERT extractive QA from checkpoint to fast, verified inference."""
     from spanqa import progress
 
+    global _debug_flag
+    _debug_flag = debug
     progress.set_quiet(quiet)
-    if debug:
-        os.environ["SPANQA_DEBUG"] = "1"
 
 
 def _register() -> None:

@@ -85,6 +85,9 @@ def read_squad(path: str | Path) -> list[Example]:
             context = paragraph["context"]
             if not isinstance(context, str):
                 raise DatasetError(f"{path}: {pwhere}: 'context' is not a string")
+            if not context.strip() and paragraph.get("qas"):
+                # Its questions could only ever get the "empty" answer: say so instead.
+                raise DatasetError(f"{path}: {pwhere}: the context is empty; every question needs a passage")
             qas = paragraph.get("qas")
             if not isinstance(qas, list):
                 raise DatasetError(f"{path}: {pwhere}: missing 'qas' list")

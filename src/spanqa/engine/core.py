@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -14,8 +13,6 @@ import numpy as np
 from spanqa.engine.batching import LogitsCollector, gather, plan_batches
 from spanqa.errors import InferenceError, UsageError
 from spanqa.settings import EngineSettings, FeatureSettings
-
-_WORD = re.compile("[^ \t\r\n\u202f]+")  # run_squad.py's words (see data.squad.split_context)
 
 
 @dataclass(frozen=True)
@@ -71,26 +68,13 @@ class Evaluation(Prediction):
 
 def examples_from_questions(questions: Iterable[Question | tuple[str, str] | dict], start: int = 0) -> list:
     """Examples (with their context and word offsets) for question/context pairs."""
-    from spanqa.data.squad import Example
+    from spanqa.data.squad import examples_from_text
 
+    contexts: dict = {}  # equal passages share one word list, tokenised once
     out = []
-    contexts: dict[str, tuple[list[str], list[int]]] = {}
     for i, item in enumerate(questions, start):
         q = _as_question(item, i)
-        words = contexts.get(q.context)
-        if words is None:
-            matches = list(_WORD.finditer(q.context))
-            words = contexts[q.context] = ([m.group() for m in matches], [m.start() for m in matches])
-        out.append(
-            Example(
-                qas_id=q.id or str(i),
-                question_text=q.question,
-                doc_tokens=words[0],
-                answers=list(q.answers),
-                context=q.context,
-                word_starts=words[1],
-            )
-        )
+        out.append(examples_from_text(q.question, q.context, q.id or str(i), q.answers, _cache=contexts))
     return out
 
 
@@ -298,7 +282,7 @@ class Engine:
             settings = replace(settings, n_best_size=top_k)
         engine = self if settings is self.settings.answers else _with_answers(self, settings)
         p = engine.predict(examples, desc=desc, spans=True)
-        return [[_answer(ex, cand) for cand in p.nbest[ex.qas_id][:top_k]] for ex in examples]
+        return [[span_answer(ex, cand) for cand in p.nbest[ex.qas_id][:top_k]] for ex in examples]
 
     def info(self) -> dict:
         from spanqa.runtimes import runtime_info
@@ -330,10 +314,10 @@ def _check_questions(items: list, start: int = 0) -> None:
                 raise UsageError(f"question {q.id or i}: '{name}' is empty")
 
 
-def _answer(example, cand: dict) -> Answer:
+def span_answer(example, cand: dict) -> Answer:
     """An Answer whose offsets slice the example's context to its text."""
     start = end = 0
-    text = cand["text"]
+    text = ""  # no span fits (run_squad's "empty" placeholder, or the null answer)
     words = cand.get("orig_words")
     if words is not None and example.context is not None and example.word_starts is not None:
         first, last = words

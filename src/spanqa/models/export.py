@@ -157,10 +157,16 @@ def _write_metadata(onnx_path: Path, info, settings: ExportSettings) -> None:
 
 
 def read_metadata(onnx_path: str | Path) -> dict[str, str]:
+    return read_graph_info(onnx_path)[0]
+
+
+def read_graph_info(onnx_path: str | Path) -> tuple[dict[str, str], list[str]]:
+    """spanqa's metadata of an ONNX file and the names of its graph inputs."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
+    meta = {p.key: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
+    return meta, [i.name for i in model.graph.input]
 
 
 def verify_against_torch(

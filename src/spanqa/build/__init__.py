@@ -1,0 +1,1 @@
+"""Compiling exported models for targets into model packages (the recipe's .om step)."""
