@@ -219,7 +219,17 @@ class ServeSettings:
     max_top_k: int = 20
 
     def check(self) -> None:
-        for name in ("port", "replicas", "max_batch_tokens", "max_ongoing", "max_queued", "max_context_chars", "max_windows", "max_inputs", "max_top_k"):
+        for name in (
+            "port",
+            "replicas",
+            "max_batch_tokens",
+            "max_ongoing",
+            "max_queued",
+            "max_context_chars",
+            "max_windows",
+            "max_inputs",
+            "max_top_k",
+        ):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name}={getattr(self, name)}: must be at least 1")
         if self.threads_per_replica is not None and self.threads_per_replica < 1:
