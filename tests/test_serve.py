@@ -197,6 +197,11 @@ def test_top_k_and_per_request_settings(client, engine, questions):
     small = Engine(engine.package, threads=1, settings=settings, runtime=engine.runtime)
     assert r.status_code == 200
     _same(r.json()[0], small.answer(q["question"], q["context"]).to_json())
+    # handle_impossible_answer maps to the engine's null answer (SQuAD 2.0), with its null odds.
+    r = client.post("/v1/answer", json={"inputs": q, "parameters": {"handle_impossible_answer": True}})
+    want = engine.answer(q["question"], q["context"], handle_impossible_answer=True).to_json()
+    assert r.status_code == 200 and "null_odds" in r.json()
+    _same(r.json(), want)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,9 +272,9 @@ BAD = [
         "parameters.doc_stride: Input should be greater than or equal to 1",
     ),
     (
-        {"inputs": QA, "parameters": {"handle_impossible_answer": True}},
+        {"inputs": QA, "parameters": {"handle_impossible_answer": "yes"}},
         "parameters.handle_impossible_answer",
-        "parameters.handle_impossible_answer: true is not supported: a SQuAD 1.1 model has no null answer to return",
+        "parameters.handle_impossible_answer: Input should be a valid boolean",
     ),
 ]
 

@@ -52,17 +52,13 @@ class Parameters(BaseModel):
     )
     max_seq_len: StrictInt | None = Field(None, ge=1, description="Window length in word pieces, question included.")
     max_question_len: StrictInt | None = Field(None, ge=0, description="Word pieces of the question kept.")
-    handle_impossible_answer: StrictBool = Field(
-        False,
-        description="Only false: the model was fine-tuned on SQuAD 1.1, which has no unanswerable questions.",
+    handle_impossible_answer: StrictBool | None = Field(
+        None,
+        description=(
+            'Allow the null answer (SQuAD 2.0): "" when the model\'s null score beats its best span by more '
+            "than the threshold, with its null_odds. Default: on for a package built for SQuAD 2.0, off otherwise."
+        ),
     )
-
-    @field_validator("handle_impossible_answer")
-    @classmethod
-    def _no_null_answer(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("true is not supported: a SQuAD 1.1 model has no null answer to return")
-        return value
 
 
 def _shape(value) -> str:

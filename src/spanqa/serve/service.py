@@ -152,6 +152,8 @@ class Service:
         answers = base.answers
         if params.max_answer_len is not None:
             answers = replace(answers, max_answer_length=params.max_answer_len)
+        if params.handle_impossible_answer is not None:
+            answers = replace(answers, version_2_with_negative=params.handle_impossible_answer)
         if params.top_k > self.settings.max_top_k:
             raise RequestError(
                 422,
