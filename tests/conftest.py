@@ -54,6 +54,34 @@ def tiny_package(tiny_checkpoint, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fixed_package(tiny_package, tmp_path_factory) -> Path:
+    """The tiny model compiled for fixed [4, 96] inputs (the .om style; 96: compile refuses a fixed
+    length too short for a 64-piece question)."""
+    from spanqa.build.compile import compile_model
+    from spanqa.settings import CompileSettings
+
+    out = tmp_path_factory.mktemp("fixedpkg") / "pkg"
+    compile_model(tiny_package / "exported.onnx", out, CompileSettings(batch_size=4, seq_len=96))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_features(tiny_package, tmp_path_factory):
+    """Features of five questions about two passages for the tiny model, at 96 tokens (its
+    fixed_package's length): 17 features, so batches of 4 and 8 end with padding rows."""
+    from spanqa.data.features import build_features
+    from spanqa.data.squad import read_squad
+    from spanqa.models.package import open_package
+    from spanqa.settings import FeatureSettings
+    from squad_files import tiny_squad_json
+
+    path = tiny_squad_json(tmp_path_factory.mktemp("squad") / "tiny.json")
+    features = build_features(read_squad(path), open_package(tiny_package).tokenizer, FeatureSettings(96, 16, 16))
+    assert len(features) % 4 and len(features) % 8, len(features)  # the last batch is padded
+    return features
+
+
+@pytest.fixture(scope="session")
 def standin_package(standin_dir, tmp_path_factory) -> Path:
     """The real stand-in QA model converted to a cpu-fp32 model package (made once per run)."""
     from spanqa.build.compile import convert_checkpoint
@@ -64,10 +92,10 @@ def standin_package(standin_dir, tmp_path_factory) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# The stand-in model on the held-out questions, shared by the infer, pipeline and answer tests.
+# The stand-in model on the held-out questions, shared by the offline infer, engine and run tests.
 # Every question by default; SPANQA_HELDOUT_STRIDE=k takes every k-th question instead (a quick
 # local run). Costs ~15 minutes on 2 cores in all: two ONNX Runtime passes at 512 tokens (batch
-# sizes 1 and 8), one PyTorch pass and one length-aware pass.
+# sizes 1 and 8, 'spanqa infer'), one PyTorch pass and one length-aware pass ('spanqa run').
 
 
 @pytest.fixture(scope="session")
@@ -144,3 +172,32 @@ def heldout_infer_runs(heldout_features, standin_package, tmp_path_factory):
         summary = infer_folders(standin_package, root / "features", root / "out", InferSettings())
         runs[bs] = (root / "out", summary)
     return runs
+
+
+@pytest.fixture(scope="session")
+def heldout_run(heldout_json, heldout_stride, standin_package, tmp_path_factory):
+    """'spanqa run' (the engine, length-aware batching) over the held-out questions: its RunReport."""
+    from spanqa.jobs.run import run
+    from squad_files import every_kth_question
+
+    root = tmp_path_factory.mktemp("heldout-run")
+    dataset = heldout_json if heldout_stride == 1 else every_kth_question(heldout_json, root / "sample.json", heldout_stride)
+    return run(dataset, standin_package, root / "res")
+
+
+# ---------------------------------------------------------------------------------------------
+# SQuAD 2.0 files made from the held-out set (tests/squad2_fixture.py): a few articles.
+
+
+@pytest.fixture(scope="session")
+def squad2_json(heldout_json, tmp_path_factory) -> Path:
+    from squad2_fixture import make_squad2, write
+
+    return write(make_squad2(heldout_json), tmp_path_factory.mktemp("squad2") / "dev-v2.0-small.json")
+
+
+@pytest.fixture(scope="session")
+def squad2_all_impossible_json(heldout_json, tmp_path_factory) -> Path:
+    from squad2_fixture import make_all_impossible, write
+
+    return write(make_all_impossible(heldout_json), tmp_path_factory.mktemp("squad2") / "all-impossible.json")

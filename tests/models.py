@@ -75,3 +75,23 @@ def make_checkpoint(
     torch.save(state, out_dir / "pytorch_model.bin")
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
     return out_dir
+
+
+def build_broken(ctx) -> None:
+    """A target builder (registry entry "models:build_broken"): fp32, then the QA head's weights
+    scrambled, so the model still runs but its answers are noise."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from spanqa.build.builders import build_cpu_fp32
+
+    build_cpu_fp32(ctx)
+    path = ctx.out_dir / "model.onnx"
+    model = onnx.load(str(path))
+    hidden = ctx.model_info["hidden_size"]
+    for init in model.graph.initializer:
+        if list(init.dims) == [hidden, 2]:
+            rng = np.random.default_rng(0)
+            init.CopyFrom(numpy_helper.from_array(rng.normal(size=(hidden, 2)).astype(np.float32), init.name))
+    onnx.save(model, str(path))

@@ -1,97 +1,31 @@
-"""Answer extraction (SpanBERT run_squad semantics) and official SQuAD v1.1 scoring."""
+"""Answer extraction (spanqa.answers.extraction): logits -> n-best -> predictions exactly as
+SpanBERT's run_squad.py makes them, checked on hand-made cases and against a loop-by-loop port of
+run_squad's make_predictions (SQuAD v1.1 branch)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import unicodedata
-from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spanqa import answers, squad
-from spanqa.answers.extraction import basic_tokenize, get_final_text, predict
-from spanqa.answers.results import write_results
-from spanqa.answers.scoring import exact_match_score, f1_score, normalize_answer, score
-from spanqa.data.features import Features
-from spanqa.data.squad import Example
-from spanqa.errors import DatasetError, InferenceError
-from spanqa.offline.evaluate import evaluate
-from spanqa.offline.logits import read_outputs
+from features_by_hand import example, hand_features, peaked, pieces, position
+from spanqa.answers.extraction import _top_indexes, basic_tokenize, get_final_text, predict
+from spanqa.data.features import build_features
+from spanqa.data.squad import Example, read_squad
+from spanqa.data.vocab import TokenizerSettings
+from spanqa.errors import InferenceError
 from spanqa.settings import AnswerSettings, FeatureSettings
 
 NEVER_SPLIT = ["[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]"]
 
 
 # ------------------------------------------------------------------------------------------
-# Helpers: run_squad-style windowing over hand-chosen word pieces, and a loop-by-loop port of
-# run_squad's make_predictions (SQuAD v1.1 branch) as the oracle for the vectorised predict().
+# The oracle: BERT's legacy basic tokenizer and run_squad's loops, written out
 # ------------------------------------------------------------------------------------------
-
-
-def _is_max_context(spans, cur, position):
-    best_score, best = None, None
-    for i, (start, length) in enumerate(spans):
-        end = start + length - 1
-        if position < start or position > end:
-            continue
-        s = min(position - start, end - position) + 0.01 * length
-        if best_score is None or s > best_score:
-            best_score, best = s, i
-    return cur == best
-
-
-def build_features(examples, wordpiece, *, do_lower_case, max_seq_length=64, doc_stride=128, query_len=3):
-    tokens, t2o, ctx, ex_idx, span_idx = [], [], [], [], []
-    for e_i, ex in enumerate(examples):
-        query = ["q"] * query_len
-        tok_to_orig, all_doc = [], []
-        for i, w in enumerate(ex.doc_tokens):
-            for p in wordpiece(w):
-                tok_to_orig.append(i)
-                all_doc.append(p)
-        max_doc = max_seq_length - len(query) - 3
-        spans, start = [], 0
-        while start < len(all_doc):
-            length = min(len(all_doc) - start, max_doc)
-            spans.append((start, length))
-            if start + length == len(all_doc):
-                break
-            start += min(length, doc_stride)
-        for s_i, (start, length) in enumerate(spans):
-            toks, m, c = ["[CLS]", *query, "[SEP]"], {}, {}
-            for k in range(length):
-                m[len(toks)] = tok_to_orig[start + k]
-                c[len(toks)] = _is_max_context(spans, s_i, start + k)
-                toks.append(all_doc[start + k])
-            toks.append("[SEP]")
-            tokens.append(toks)
-            t2o.append(m)
-            ctx.append(c)
-            ex_idx.append(e_i)
-            span_idx.append(s_i)
-    n = len(tokens)
-    mask = np.zeros((n, max_seq_length), dtype=np.int64)
-    for i, t in enumerate(tokens):
-        mask[i, : len(t)] = 1
-    return Features(
-        settings=FeatureSettings(max_seq_length=max_seq_length, doc_stride=doc_stride, do_lower_case=do_lower_case),
-        input_ids=mask.copy(),
-        input_mask=mask,
-        segment_ids=np.zeros_like(mask),
-        example_index=np.array(ex_idx, dtype=np.int64),
-        span_index=np.array(span_idx, dtype=np.int64),
-        tokens=tokens,
-        token_to_orig_map=t2o,
-        token_is_max_context=ctx,
-        examples=examples,
-    )
 
 
 def _legacy_basic(do_lower_case):
@@ -156,7 +90,7 @@ def reference_predictions(features, start_logits, end_logits, n_best_size, max_a
     for f in range(len(features)):
         by_example.setdefault(int(features.example_index[f]), []).append(f)
     predictions, all_nbest = {}, {}
-    for ex_i, example in enumerate(features.examples):
+    for ex_i, ex in enumerate(features.examples):
         prelim = []
         for f in by_example.get(ex_i, []):
             s_l = start_logits[f].tolist()
@@ -181,7 +115,7 @@ def reference_predictions(features, start_logits, end_logits, n_best_size, max_a
                 tok_text = tok_text.replace(" ##", "").replace("##", "")
                 tok_text = " ".join(tok_text.strip().split())
                 o_s, o_e = features.token_to_orig_map[f][s], features.token_to_orig_map[f][e]
-                orig_text = " ".join(example.doc_tokens[o_s : o_e + 1])
+                orig_text = " ".join(ex.doc_tokens[o_s : o_e + 1])
                 final = reference_get_final_text(tok_text, orig_text, features.settings.do_lower_case)
                 if final in seen:
                     continue
@@ -196,237 +130,11 @@ def reference_predictions(features, start_logits, end_logits, n_best_size, max_a
         mx = max(scores)
         exps = [math.exp(x - mx) for x in scores]
         total = sum(exps)
-        all_nbest[example.qas_id] = [
+        all_nbest[ex.qas_id] = [
             {"text": t, "probability": x / total, "start_logit": sl, "end_logit": el} for (t, sl, el), x in zip(nbest, exps)
         ]
-        predictions[example.qas_id] = nbest[0][0]
+        predictions[ex.qas_id] = nbest[0][0]
     return predictions, all_nbest
-
-
-def peaked(features, starts: dict, ends: dict, width=None, base=-10.0):
-    """Logits at ``base`` everywhere except {(feature, position): value}."""
-    width = width or features.settings.max_seq_length
-    s = np.full((len(features), width), base, dtype=np.float32)
-    e = np.full((len(features), width), base, dtype=np.float32)
-    for (f, p), v in starts.items():
-        s[f, p] = v
-    for (f, p), v in ends.items():
-        e[f, p] = v
-    return s, e
-
-
-def position(features, f, piece, nth=0):
-    hits = [i for i, t in enumerate(features.tokens[f]) if t == piece and i in features.token_to_orig_map[f]]
-    return hits[nth]
-
-
-def example(words, qid="q1", answers_=()):
-    return Example(qas_id=qid, question_text="q?", doc_tokens=words.split(" "), answers=list(answers_))
-
-
-# ------------------------------------------------------------------------------------------
-# Scoring
-# ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def torch64():
-    torch = pytest.importorskip("torch")
-    old = torch.get_default_dtype()
-    # torchmetrics accumulates in float32 by default; float64 makes a 1e-9 comparison meaningful.
-    torch.set_default_dtype(torch.float64)
-    yield torch
-    torch.set_default_dtype(old)
-
-
-def torchmetrics_squad(torch, cases):
-    """cases: [(qid, prediction or None, [gold texts])] → (exact_match, f1) in percent."""
-    import warnings
-
-    from torchmetrics.text import SQuAD
-
-    metric = SQuAD()
-    metric.set_dtype(torch.float64)
-    preds = [{"id": q, "prediction_text": p} for q, p, _ in cases if p is not None]
-    target = [{"id": q, "answers": {"text": g, "answer_start": [0] * len(g)}} for q, _, g in cases]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        metric.update(preds, target)
-        out = metric.compute()
-    return float(out["exact_match"]), float(out["f1"])
-
-
-def as_dataset(cases):
-    return {
-        "data": [
-            {
-                "title": "t",
-                "paragraphs": [
-                    {
-                        "context": "c",
-                        "qas": [{"id": q, "answers": [{"text": t, "answer_start": 0} for t in g]} for q, _, g in cases],
-                    }
-                ],
-            }
-        ]
-    }
-
-
-FIXED_CASES = [
-    ("1", "Denver Broncos", ["Denver Broncos", "Denver Broncos", "Denver Broncos"]),
-    ("2", "the Denver Broncos.", ["Denver Broncos"]),
-    ("3", "Broncos", ["Denver Broncos", "The Broncos"]),
-    ("4", "Santa Clara, California", ["Santa Clara, California", "Levi's Stadium"]),
-    (
-        "5",
-        "Levis Stadium in the San Francisco Bay Area",
-        ["Levi's Stadium in the San Francisco Bay Area at Santa Clara, California."],
-    ),
-    ("6", "gold", ["golden", "gold-themed"]),
-    ("7", "Café Zürich", ["cafe zurich", "Café  Zürich"]),
-    ("8", "an apple a day", ["apple day", "An Apple"]),
-    ("9", "", ["something"]),
-    ("10", "1,000", ["1000", "1,000 people"]),
-    ("11", "no no no yes", ["no yes yes"]),
-    ("12", None, ["unanswered"]),
-    ("13", "«quoted» — text", ["quoted — text"]),
-]
-
-
-def test_normalize_answer_is_the_official_one():
-    assert normalize_answer("The  Quick,\tbrown FOX!") == "quick brown fox"
-    assert normalize_answer("an apple a day") == "apple day"
-    assert normalize_answer("theory") == "theory"  # articles only as whole words
-    assert normalize_answer("Levi's") == "levis"
-    assert normalize_answer("«Café»") == "«café»"  # only ASCII punctuation is stripped
-
-
-def test_score_matches_torchmetrics_on_fixed_cases(torch64):
-    preds = {q: p for q, p, _ in FIXED_CASES if p is not None}
-    ours = score(as_dataset(FIXED_CASES), preds)
-    em, f1 = torchmetrics_squad(torch64, FIXED_CASES)
-    assert ours["total"] == len(FIXED_CASES)
-    assert ours["unanswered"] == 1
-    assert abs(ours["exact_match"] - em) < 1e-9
-    assert abs(ours["f1"] - f1) < 1e-9
-    # known values, so agreement is not agreement on nonsense
-    assert ours["exact_match"] == pytest.approx(100.0 * 7 / 13, abs=1e-12)  # 1 2 3 4 7 8 10
-    for q, p, g in FIXED_CASES:
-        if p is None:
-            continue
-        em1, f11 = torchmetrics_squad(torch64, [(q, p, g)])
-        assert abs(100.0 * max(exact_match_score(p, t) for t in g) - em1) < 1e-9
-        assert abs(100.0 * max(f1_score(p, t) for t in g) - f11) < 1e-9
-
-
-def test_known_f1_values():
-    assert f1_score("Denver Broncos", "the Broncos") == pytest.approx(2 * 0.5 * 1.0 / 1.5)
-    assert f1_score("no no no yes", "no yes yes") == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
-    assert exact_match_score("The Broncos!", "broncos") == 1.0
-
-
-def test_v11_scores_an_empty_normalised_pair_zero_f1_unlike_v2():
-    # The one place torchmetrics (which follows the v2 script's empty-answer rule) and the
-    # official v1.1 script part: both sides normalise to nothing. v1.1 gives EM 1 but F1 0.
-    assert exact_match_score("The", "a.") == 1.0
-    assert f1_score("The", "a.") == 0.0
-    assert score(as_dataset([("x", "The", ["a."])]), {"x": "The"})["f1"] == 0.0
-
-
-_WORDS = [
-    "the",
-    "The",
-    "a",
-    "an",
-    "AN",
-    "cat",
-    "Cat",
-    "dog",
-    "café",
-    "Café",
-    "naïve",
-    "1990",
-    "3.5",
-    "U.S.",
-    "don't",
-    "x",
-    "Zürich",
-]
-_PUNCT = [",", ".", "!", "(", ")", "'", '"', "-", "—", "–", "«", "»", "$", "%", "?"]
-_SPACE = [" ", "  ", "\t", "\n", "\u00a0", ""]
-_fragment = st.one_of(st.sampled_from(_WORDS), st.sampled_from(_PUNCT), st.sampled_from(_SPACE), st.text(max_size=4))
-_answer = st.lists(_fragment, max_size=8).map("".join)
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    st.lists(
-        st.tuples(st.one_of(st.none(), _answer), st.lists(_answer, min_size=1, max_size=4)),
-        min_size=1,
-        max_size=6,
-    )
-)
-def test_score_matches_torchmetrics_on_generated_answers(torch64, qs):
-    cases = [(f"q{i}", p, g) for i, (p, g) in enumerate(qs)]
-    for _, p, g in cases:
-        # the documented v1.1/v2 difference, tested on its own above
-        assume(not (p is not None and not normalize_answer(p) and any(not normalize_answer(t) for t in g)))
-    preds = {q: p for q, p, _ in cases if p is not None}
-    ours = score(as_dataset(cases), preds)
-    em, f1 = torchmetrics_squad(torch64, cases)
-    assert abs(ours["exact_match"] - em) < 1e-9
-    assert abs(ours["f1"] - f1) < 1e-9
-    assert ours["total"] == len(cases)
-    assert ours["unanswered"] == sum(p is None for _, p, _ in cases)
-
-
-def test_score_dev_set_matches_torchmetrics(torch64, dev_json):
-    data = json.loads(dev_json.read_text(encoding="utf-8"))
-    cases, preds = [], {}
-    questions = [qa for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]]
-    for i, qa in enumerate(questions):
-        golds = [a["text"] for a in qa["answers"]]
-        words = golds[0].split()
-        if i % 7 == 0:
-            pred = None  # unanswered
-        elif i % 3 == 0:
-            pred = " ".join(words[1:]) or "nothing"
-        elif i % 3 == 1:
-            pred = golds[-1] + " and more words"
-        else:
-            pred = golds[0].upper()
-        if pred is not None:
-            preds[qa["id"]] = pred
-        cases.append((qa["id"], pred, golds))
-    assert not any(not normalize_answer(p) and any(not normalize_answer(g) for g in gs) for _, p, gs in cases if p)
-    ours = score(dev_json, preds)
-    em, f1 = torchmetrics_squad(torch64, cases)
-    assert ours["total"] == 10570
-    assert ours["unanswered"] == sum(p is None for _, p, _ in cases)
-    assert abs(ours["exact_match"] - em) < 1e-9
-    assert abs(ours["f1"] - f1) < 1e-9
-    gold_first = {qa["id"]: qa["answers"][0]["text"] for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]}
-    assert score(dev_json, gold_first) == {"exact_match": 100.0, "f1": 100.0, "total": 10570, "unanswered": 0}
-
-
-def test_score_reports_unanswered_questions_like_the_official_script(caplog):
-    cases = [("a", "x", ["x"]), ("b", None, ["y"]), ("c", None, ["z"])]
-    with caplog.at_level("WARNING", logger="spanqa.answers"):
-        result = score(as_dataset(cases), {"a": "x", "not-in-dataset": "w"})
-    assert result == {"exact_match": pytest.approx(100 / 3), "f1": pytest.approx(100 / 3), "total": 3, "unanswered": 2}
-    assert "Unanswered question b will receive score 0." in caplog.text
-    assert "Unanswered question c will receive score 0." in caplog.text
-
-
-def test_score_rejects_bad_datasets(tmp_path):
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json", encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"bad\.json is not readable JSON"):
-        score(bad, {})
-    with pytest.raises(DatasetError, match=r"missing\.json does not exist"):
-        score(tmp_path / "missing.json", {})
-    with pytest.raises(DatasetError, match="not SQuAD-shaped"):
-        score({"version": "1.1"}, {})
 
 
 # ------------------------------------------------------------------------------------------
@@ -492,19 +200,16 @@ def test_basic_tokenize_matches_on_dev_contexts(dev_json):
 
 
 # ------------------------------------------------------------------------------------------
-# Answer extraction: hand-made cases
+# Hand-made cases
 # ------------------------------------------------------------------------------------------
+
 
 SETTINGS = AnswerSettings(n_best_size=5, max_answer_length=10)
 
 
-def _pieces(table):
-    return lambda w: table.get(w, [w])
-
-
 def test_answer_at_the_end_of_a_span():
     ex = example("The tower was finished in 1889")
-    f = build_features([ex], _pieces({}), do_lower_case=False, max_seq_length=32)
+    f = hand_features([ex], pieces({}), do_lower_case=False, max_seq_length=32)
     last = len(f.tokens[0]) - 2  # the final doc token, just before [SEP]
     assert f.tokens[0][last] == "1889"
     sep = last + 1
@@ -519,7 +224,7 @@ def test_answer_at_the_end_of_a_window_in_a_multi_span_document():
     words = "a b c d e f g h i j k l"
     ex = example(words)
     # 3 query tokens + 3 specials: 6 doc tokens per window, stride 3 → windows 0-5, 3-8, 6-11
-    f = build_features([ex], _pieces({}), do_lower_case=False, max_seq_length=12, doc_stride=3)
+    f = hand_features([ex], pieces({}), do_lower_case=False, max_seq_length=12, doc_stride=3)
     assert [t[5:-1] for t in f.tokens] == [list("abcdef"), list("defghi"), list("ghijkl")]
     pos_l = position(f, 2, "l")
     assert pos_l == len(f.tokens[2]) - 2
@@ -530,7 +235,7 @@ def test_answer_at_the_end_of_a_window_in_a_multi_span_document():
 
 def test_answer_split_over_two_spans_max_context_span_wins():
     ex = example("w0 w1 w2 w3 w4 Eiffel Tower w7 w8 w9 w10 w11")
-    f = build_features([ex], _pieces({}), do_lower_case=False, max_seq_length=12, doc_stride=3)
+    f = hand_features([ex], pieces({}), do_lower_case=False, max_seq_length=12, doc_stride=3)
     assert len(f) == 3
     # window 0 holds only "Eiffel" (at its edge); window 1 holds the whole answer in its middle
     p0 = position(f, 0, "Eiffel")
@@ -549,9 +254,9 @@ def test_answer_split_over_two_spans_max_context_span_wins():
 def test_punctuation_next_to_the_answer():
     table = {"(1889),": ["(", "1889", ")", ","], "years.": ["years", "."]}
     ex = example("It opened in (1889), after two years.")
-    f = build_features(
+    f = hand_features(
         [ex, example(" ".join(ex.doc_tokens), "q2"), example(" ".join(ex.doc_tokens), "q3")],
-        _pieces(table),
+        pieces(table),
         do_lower_case=False,
         max_seq_length=32,
     )
@@ -568,9 +273,9 @@ def test_punctuation_next_to_the_answer():
 def test_accents_are_restored_for_an_uncased_model():
     table = {"Zürich's": ["zur", "##ich", "'", "s"], "Café": ["ca", "##fe"], "Ørsted.": ["[UNK]", "."]}
     ex = example("He moved from Zürich's Café to Ørsted.")
-    f = build_features(
+    f = hand_features(
         [ex, example(" ".join(ex.doc_tokens), "q2"), example(" ".join(ex.doc_tokens), "q3")],
-        _pieces(table),
+        pieces(table),
         do_lower_case=True,
         max_seq_length=32,
     )
@@ -586,7 +291,7 @@ def test_a_cased_model_keeps_its_casing():
     table = {"McDonald's": ["Mc", "##Don", "##ald", "'", "s"], "Café.": ["Ca", "##fé", "."]}
     words = "McDonald's opened a Café."
     exs = [example(words), example(words, "q2")]
-    f = build_features(exs, _pieces(table), do_lower_case=False, max_seq_length=32)
+    f = hand_features(exs, pieces(table), do_lower_case=False, max_seq_length=32)
     mc, ca = position(f, 0, "Mc"), position(f, 1, "Ca")
     s, e = peaked(f, {(0, mc): 4.0, (1, ca): 4.0}, {(0, mc + 2): 4.0, (1, ca + 1): 4.0})
     preds, _ = predict(f, s, e, SETTINGS)
@@ -599,7 +304,7 @@ def test_a_cased_model_keeps_its_casing():
 
 def test_invalid_spans_are_skipped_and_empty_is_the_fallback():
     ex = example("one two three four five six seven")
-    f = build_features([ex, example("alpha beta", "q2")], _pieces({}), do_lower_case=False, max_seq_length=32)
+    f = hand_features([ex, example("alpha beta", "q2")], pieces({}), do_lower_case=False, max_seq_length=32)
     two, three, five, seven = (position(f, 0, w) for w in ("two", "three", "five", "seven"))
     q = 1  # a question position
     starts = {(0, q): 50.0, (0, seven): 40.0, (0, two): 30.0}
@@ -619,7 +324,7 @@ def test_invalid_spans_are_skipped_and_empty_is_the_fallback():
 
 def test_nbest_is_deduplicated_sorted_and_normalised():
     ex = example("red Ørsted. green")
-    f = build_features([ex], _pieces({"Ørsted.": ["[UNK]", "."]}), do_lower_case=False, max_seq_length=32)
+    f = hand_features([ex], pieces({"Ørsted.": ["[UNK]", "."]}), do_lower_case=False, max_seq_length=32)
     r, unk, dot, g = (position(f, 0, w) for w in ("red", "[UNK]", ".", "green"))
     s, e = peaked(f, {(0, r): 3.0, (0, unk): 2.0, (0, g): 1.0}, {(0, r): 0.5, (0, unk): 0.25, (0, dot): 0.125, (0, g): 0.0})
     # top 6 starts: red, [UNK], green and three -10 ties, taken lowest position first ([CLS], q, q)
@@ -636,7 +341,7 @@ def test_nbest_is_deduplicated_sorted_and_normalised():
 
 def test_narrow_logits_from_length_aware_batching():
     ex = example("The tower was finished in 1889")
-    f = build_features([ex], _pieces({}), do_lower_case=False, max_seq_length=64)
+    f = hand_features([ex], pieces({}), do_lower_case=False, max_seq_length=64)
     last = len(f.tokens[0]) - 2
     s, e = peaked(f, {(0, last): 5.0}, {(0, last): 5.0}, width=len(f.tokens[0]))
     assert predict(f, s, e, SETTINGS)[0] == {"q1": "1889"}
@@ -650,9 +355,28 @@ def test_narrow_logits_from_length_aware_batching():
         predict(f, bad, e, SETTINGS)
 
 
+@pytest.mark.parametrize("rank_padding", [False, True])
+def test_minus_inf_where_nothing_was_computed(rank_padding):
+    """The engine leaves -inf past each batch's padded length: the same answers as logits cut
+    to the feature's own length, padding ranked or not."""
+    exs = [example("The tower was finished in 1889"), example("It stands in Paris today", "q2")]
+    f = hand_features(exs, pieces({}), do_lower_case=False, max_seq_length=64)
+    starts = {(0, position(f, 0, "1889")): 5.0, (1, position(f, 1, "Paris")): 4.0}
+    ends = {(0, position(f, 0, "1889")): 5.0, (1, position(f, 1, "today")): 4.0}
+    s, e = peaked(f, starts, ends)
+    width = max(len(t) for t in f.tokens)
+    s[:, width:] = e[:, width:] = -np.inf
+    settings = AnswerSettings(n_best_size=20, max_answer_length=10, rank_padding=rank_padding)
+    assert predict(f, s, e, settings) == predict(f, s[:, :width], e[:, :width], settings)
+    preds, nbest = predict(f, s, e, settings)
+    assert preds == {"q1": "1889", "q2": "Paris today"}
+    assert all(np.isfinite(c["start_logit"] + c["end_logit"]) for cands in nbest.values() for c in cands)
+
+
 # ------------------------------------------------------------------------------------------
-# Answer extraction: the vectorised predict against a loop-by-loop port of run_squad
+# The vectorised predict against the loop-by-loop port of run_squad
 # ------------------------------------------------------------------------------------------
+
 
 _DOC_WORDS = [
     "The",
@@ -705,7 +429,7 @@ def test_predict_matches_reference_loops(seed, lower, n_best, max_len, max_seq, 
         n_words = int(rng.integers(1, 14))
         words = [str(w) for w in rng.choice(_DOC_WORDS, n_words)]
         exs.append(Example(qas_id=f"q{i}", question_text="?", doc_tokens=words))
-    f = build_features(exs, chunk_wordpiece(lower), do_lower_case=lower, max_seq_length=max_seq, doc_stride=stride)
+    f = hand_features(exs, chunk_wordpiece(lower), do_lower_case=lower, max_seq_length=max_seq, doc_stride=stride)
     width = max(len(t) for t in f.tokens) if narrow else max_seq
     # coarse values make ties common: ordering of ties must follow the reference's
     s = rng.integers(-4, 5, size=(len(f), width)).astype(np.float32) / 2
@@ -717,13 +441,9 @@ def test_predict_matches_reference_loops(seed, lower, n_best, max_len, max_seq, 
 
 @pytest.mark.parametrize("vocab", ["bert-base-cased-vocab.txt", "bert-base-uncased-vocab.txt"])
 def test_predict_matches_reference_loops_on_real_features(shared_dir, dev_json, vocab):
-    if not hasattr(squad, "build_features") or not hasattr(squad, "read_squad"):
-        pytest.skip("spanqa.squad.read_squad/build_features are not implemented yet")
-    from spanqa.data.vocab import TokenizerSettings
-
     lower = "uncased" in vocab
-    examples = squad.read_squad(dev_json)[:300]
-    f = squad.build_features(
+    examples = read_squad(dev_json)[:300]
+    f = build_features(
         examples,
         TokenizerSettings(shared_dir / "data" / "vocab" / vocab, lower),
         FeatureSettings(max_seq_length=192, doc_stride=64, max_query_length=32, do_lower_case=lower),
@@ -757,236 +477,4 @@ def test_top_indexes_matches_a_stable_descending_sort():
         rows, width, n = int(rng.integers(1, 4)), int(rng.integers(1, 30)), int(rng.integers(1, 35))
         x = rng.choice(special, (rows, width)) if trial % 2 else rng.normal(size=(rows, width)).astype(np.float32)
         want = [[i for i, _ in sorted(enumerate(r.tolist()), key=lambda t: t[1], reverse=True)[:n]] for r in x]
-        assert answers._top_indexes(x, n).tolist() == want
-
-
-# ------------------------------------------------------------------------------------------
-# Result directories
-# ------------------------------------------------------------------------------------------
-
-
-def test_write_results_writes_everything(tmp_path):
-    out = write_results(
-        tmp_path / "res",
-        {"q": "Café"},
-        {"q": [{"text": "Café", "probability": 1.0, "start_logit": 1.0, "end_logit": 2.0}]},
-        {"exact_match": 100.0, "f1": 100.0, "total": 1},
-        extra_files={"inference.json": {"batches": 3}, "notes.txt": "hello\n"},
-    )
-    assert sorted(p.name for p in out.iterdir()) == [
-        "inference.json",
-        "nbest_predictions.json",
-        "notes.txt",
-        "predictions.json",
-        "result.json",
-    ]
-    assert json.loads((out / "predictions.json").read_text(encoding="utf-8")) == {"q": "Café"}
-    assert json.loads((out / "result.json").read_text(encoding="utf-8"))["total"] == 1
-    assert json.loads((out / "inference.json").read_text(encoding="utf-8")) == {"batches": 3}
-    assert (out / "notes.txt").read_text() == "hello\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["res"]
-    with pytest.raises(ValueError, match="plain file name"):
-        write_results(tmp_path / "res2", {}, {}, {}, extra_files={"../escape.json": {}})
-    with pytest.raises(ValueError, match="plain file name"):
-        write_results(tmp_path / "res2", {}, {}, {}, extra_files={"result.json": {}})
-
-
-def _failing_dump(after: int):
-    real = answers._dump_json
-    calls = []
-
-    def dump(obj, path):
-        calls.append(Path(path).name)
-        if len(calls) > after:
-            raise OSError("disk full")
-        real(obj, path)
-
-    return dump, calls
-
-
-def test_failure_midway_leaves_no_result_dir(tmp_path, monkeypatch):
-    dump, calls = _failing_dump(after=2)
-    monkeypatch.setattr(answers, "_dump_json", dump)
-    with pytest.raises(OSError, match="disk full"):
-        write_results(tmp_path / "res", {"q": "a"}, {"q": []}, {"f1": 1.0})
-    assert calls == ["predictions.json", "nbest_predictions.json", "result.json"]
-    assert list(tmp_path.iterdir()) == []  # no result dir, no temp dir left behind
-
-
-def test_failure_midway_keeps_the_previous_result(tmp_path, monkeypatch):
-    write_results(tmp_path / "res", {"q": "old"}, {"q": []}, {"f1": 1.0})
-    dump, _ = _failing_dump(after=1)
-    monkeypatch.setattr(answers, "_dump_json", dump)
-    with pytest.raises(OSError):
-        write_results(tmp_path / "res", {"q": "new"}, {"q": []}, {"f1": 2.0})
-    assert json.loads((tmp_path / "res" / "predictions.json").read_text()) == {"q": "old"}
-    assert json.loads((tmp_path / "res" / "result.json").read_text()) == {"f1": 1.0}
-    assert [p.name for p in tmp_path.iterdir()] == ["res"]
-
-
-_KILLED_CHILD = r"""
-import sys, time
-from pathlib import Path
-from spanqa import answers
-real = answers._dump_json
-def slow(obj, path):
-    real(obj, path)
-    if Path(path).name == "nbest_predictions.json":
-        print("written", flush=True)
-        time.sleep(120)
-answers._dump_json = slow
-answers.write_results(sys.argv[1], {"q": "a"}, {"q": []}, {"f1": 1.0})
-"""
-
-
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_a_killed_run_leaves_no_result_json(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD, str(tmp_path / "res")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "written"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    assert not (tmp_path / "res").exists()
-    assert list(tmp_path.rglob("result.json")) == []
-    # predictions.json was written, but only under the hidden temp name
-    assert [p.parent.name.startswith(".res.") for p in tmp_path.rglob("predictions.json")] == [True]
-
-
-# ------------------------------------------------------------------------------------------
-# evaluate(): msame-style outputs on disk
-# ------------------------------------------------------------------------------------------
-
-
-def _dataset_for(exs, golds):
-    return {
-        "version": "1.1",
-        "data": [
-            {
-                "title": "t",
-                "paragraphs": [
-                    {
-                        "context": " ".join(ex.doc_tokens),
-                        "qas": [
-                            {
-                                "id": ex.qas_id,
-                                "question": "?",
-                                "answers": [{"text": g, "answer_start": 0} for g in golds[ex.qas_id]],
-                            }
-                        ],
-                    }
-                    for ex in exs
-                ],
-            }
-        ],
-    }
-
-
-@pytest.fixture
-def eval_setup(tmp_path, monkeypatch):
-    """Three questions, four features, batch size 3 (two batches, the second padded)."""
-    exs = [
-        example("The tower was finished in 1889", "q1"),
-        example("w0 w1 w2 w3 w4 Eiffel Tower w7 w8 w9 w10 w11", "q2"),
-        example("It stands in Paris", "q3"),
-    ]
-    f = build_features(exs, _pieces({}), do_lower_case=False, max_seq_length=16, doc_stride=3)
-    assert [len(t) for t in f.tokens] == [12, 16, 15, 10]
-    golds = {"q1": ["1889"], "q2": ["Eiffel Tower"], "q3": ["Paris", "in Paris"]}
-    want = {"q1": ("1889", "1889"), "q2": ("Eiffel", "Tower"), "q3": ("Paris", "Paris")}
-    starts, ends = {}, {}
-    for i in range(len(f)):
-        ex = exs[int(f.example_index[i])]
-        w_s, w_e = want[ex.qas_id]
-        for p, m in f.token_to_orig_map[i].items():
-            if ex.doc_tokens[m] == w_s and f.token_is_max_context[i][p]:
-                starts[(i, p)] = 3.0
-            if ex.doc_tokens[m] == w_e:
-                ends[(i, p)] = 3.0
-    s, e = peaked(f, starts, ends)
-    batch_size = 3
-    features_dir = tmp_path / "features"
-    features_dir.mkdir()
-    manifest = {"batch_size": batch_size, "num_features": len(f), "settings": {"max_seq_length": 16}}
-    monkeypatch.setattr(squad, "load_features", lambda d: f, raising=False)
-    monkeypatch.setattr(squad, "read_features_manifest", lambda d: manifest, raising=False)
-    dataset = tmp_path / "dev.json"
-    dataset.write_text(json.dumps(_dataset_for(exs, golds)), encoding="utf-8")
-
-    def write_outputs(out_dir, fmt="bin", widths=None):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        n_batches = -(-len(f) // batch_size)
-        for b in range(n_batches):
-            width = widths[b] if widths else s.shape[1]
-            for k, arr in enumerate((s, e)):
-                rows = np.zeros((batch_size, width), dtype=np.float32)
-                part = arr[b * batch_size : (b + 1) * batch_size, :width]
-                rows[: part.shape[0]] = part
-                if fmt == "bin":
-                    rows.tofile(out_dir / f"{b}_output_{k}.bin")
-                else:
-                    np.save(out_dir / f"{b}_output_{k}.npy", rows)
-        return out_dir
-
-    return dict(features=f, s=s, e=e, features_dir=features_dir, dataset=dataset, write_outputs=write_outputs, tmp=tmp_path)
-
-
-def test_evaluate_end_to_end_with_bin_outputs(eval_setup):
-    env = eval_setup
-    outputs = env["write_outputs"](env["tmp"] / "out")
-    result = evaluate(env["dataset"], env["features_dir"], outputs, env["tmp"] / "res", AnswerSettings(7, 9))
-    assert result["exact_match"] == 100.0 and result["f1"] == 100.0 and result["total"] == 3
-    assert result["answer_settings"] == {"n_best_size": 7, "max_answer_length": 9, "rank_padding": False}
-    assert result["feature_settings"]["max_seq_length"] == 16
-    res = env["tmp"] / "res"
-    assert json.loads((res / "predictions.json").read_text()) == {"q1": "1889", "q2": "Eiffel Tower", "q3": "Paris"}
-    assert json.loads((res / "result.json").read_text()) == result
-    direct = predict(env["features"], env["s"], env["e"], AnswerSettings(7, 9))[1]
-    assert json.loads((res / "nbest_predictions.json").read_text()) == direct
-
-
-def test_evaluate_reads_npy_narrow_batches_in_an_msame_subfolder(eval_setup):
-    env = eval_setup
-    widths = [16, 10]  # each batch only as wide as its longest feature
-    outputs = env["write_outputs"](env["tmp"] / "out" / "20240101_120000", fmt="npy", widths=widths)
-    result = evaluate(env["dataset"], env["features_dir"], outputs.parent, env["tmp"] / "res")
-    assert result["exact_match"] == 100.0
-    start, end = read_outputs(outputs, 3, np.array([len(t) for t in env["features"].tokens]), 16)
-    assert start.shape == end.shape == (4, 16)
-    assert np.array_equal(start[:, :10], env["s"][:, :10]) and np.array_equal(end[:3], env["e"][:3])
-    assert np.isneginf(start[3, 10:]).all() and np.isneginf(end[3, 10:]).all()
-
-
-def test_evaluate_errors_name_the_file(eval_setup):
-    env = eval_setup
-    out = env["write_outputs"](env["tmp"] / "out")
-    res = env["tmp"] / "res"
-    (out / "1_output_1.bin").unlink()
-    with pytest.raises(InferenceError, match=r"1_output_1\.bin is missing \(2 batches of 3 expected\); rerun inference"):
-        evaluate(env["dataset"], env["features_dir"], out, res)
-    env["write_outputs"](out)
-    data = (out / "0_output_0.bin").read_bytes()
-    (out / "0_output_0.bin").write_bytes(data[: len(data) // 2])
-    with pytest.raises(InferenceError, match=r"0_output_0\.bin holds 24 float32 values.*truncated"):
-        evaluate(env["dataset"], env["features_dir"], out, res)
-    (out / "0_output_0.bin").write_bytes(data[:-1])
-    with pytest.raises(InferenceError, match=r"0_output_0\.bin is 191 bytes, not a whole number of float32"):
-        evaluate(env["dataset"], env["features_dir"], out, res)
-    env["write_outputs"](out)
-    (out / "2_output_0.bin").write_bytes(data)
-    with pytest.raises(InferenceError, match="more output batches than the 2 the features make"):
-        evaluate(env["dataset"], env["features_dir"], out, res)
-    with pytest.raises(InferenceError, match=r"outputs directory .*nowhere does not exist"):
-        evaluate(env["dataset"], env["features_dir"], env["tmp"] / "nowhere", res)
-    assert not res.exists()
-
-
-def test_evaluate_refuses_a_dataset_the_features_were_not_made_from(eval_setup):
-    env = eval_setup
-    out = env["write_outputs"](env["tmp"] / "out")
-    other = env["tmp"] / "other.json"
-    other.write_text(json.dumps(as_dataset([("zz", None, ["x"])])), encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"none of the 1 questions in .*other\.json has a prediction"):
-        evaluate(other, env["features_dir"], out, env["tmp"] / "res")
-    assert not (env["tmp"] / "res").exists()
+        assert _top_indexes(x, n).tolist() == want

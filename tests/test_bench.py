@@ -1,4 +1,5 @@
-"""spanqa bench: tables, JSON, fixed shapes, the time guard, dataset mode and the plot.
+"""spanqa bench (spanqa.bench: run, results, table): tables, JSON, fixed shapes, the time guard,
+dataset mode and the plot.
 
 Nothing here asserts on speed: only on what was run, and on the arithmetic that turns
 latencies into the reported numbers.
@@ -17,8 +18,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from spanqa.bench import BenchSettings, ModelInfo, _num, time_synthetic
+from spanqa.bench import BenchReport, ModelInfo, footer_lines, plot, row_line
+from spanqa.bench.run import time_synthetic
+from spanqa.bench.table import _num
 from spanqa.cli import main
+from spanqa.errors import MissingBackendError
+from spanqa.settings import BenchSettings
 
 TINY = ("--batch-sizes", "1,2", "--seq-len", "32", "--warmup", "0", "--repeat", "2", "--threads", "1")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -47,7 +52,7 @@ def fixed_package(tiny_package, tmp_path_factory) -> Path:
     from spanqa.settings import CompileSettings
 
     out = tmp_path_factory.mktemp("fixedshape") / "pkg"
-    compile_model(tiny_package / "exported.onnx", out, CompileSettings(batch_size=2, seq_len=32))
+    compile_model(tiny_package / "exported.onnx", out, CompileSettings(batch_size=2, seq_len=96))
     return out
 
 
@@ -112,18 +117,18 @@ def test_fixed_shape_package_is_benched_at_its_own_shape_only(tiny_package, fixe
     r = invoke("--model", fixed_package, "--batch-sizes", "1,4", "--seq-len", "64", "--warmup", "1", "--repeat", "2", "--json")
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    assert [(c["batch_size"], c["seq_len"], c["timed_runs"], c["warmup_runs"]) for c in data["results"]] == [(2, 32, 2, 1)]
+    assert [(c["batch_size"], c["seq_len"], c["timed_runs"], c["warmup_runs"]) for c in data["results"]] == [(2, 96, 2, 1)]
     model = data["models"][0]
-    assert (model["fixed_batch"], model["fixed_seq"], model["batch_sizes"]) == (2, 32, [2])
-    assert model["note"] == "pkg is fixed-shape (batch 2, seq 32): benched batch 2 at seq 32 only (asked: batch 1,4 at seq 64)"
+    assert (model["fixed_batch"], model["fixed_seq"], model["batch_sizes"]) == (2, 96, [2])
+    assert model["note"] == "pkg is fixed-shape (batch 2, seq 96): benched batch 2 at seq 96 only (asked: batch 1,4 at seq 64)"
     # Side by side with a dynamic package of the same directory name: both get distinct labels.
     r = invoke("--model", tiny_package, "--model", fixed_package, *TINY)
     assert r.exit_code == 0, r.output
     rows = table_rows(r.stdout)
     labels = [row[0] for row in rows]
-    assert [(row[2], row[3]) for row in rows] == [("1", "32"), ("2", "32"), ("2", "32")]
+    assert [(row[2], row[3]) for row in rows] == [("1", "32"), ("2", "32"), ("2", "96")]
     assert labels[0] == labels[1] != labels[2] and labels[0].endswith("/pkg") and labels[2].endswith("/pkg")
-    assert f"note: {labels[2]} is fixed-shape (batch 2, seq 32): benched batch 2 at seq 32 only" in r.stdout
+    assert f"note: {labels[2]} is fixed-shape (batch 2, seq 96): benched batch 2 at seq 96 only" in r.stdout
 
 
 class CountingRuntime:
@@ -162,8 +167,6 @@ def test_max_seconds_cuts_a_slow_cell_short_but_runs_it_once():
     result = time_synthetic(runtime, _info(), 3, BenchSettings(warmup=3, repeat=5, max_seconds=0.01))
     assert len(runtime.shapes) == 2  # one warm-up, one timed run
     assert result.warmup_runs == 1 and len(result.latencies_ms) == 1 and result.truncated
-    from spanqa.bench import BenchReport, footer_lines, row_line
-
     report = BenchReport(BenchSettings(max_seconds=0.01), 1, [_info()], [result], {"model": "x", "cores": 1})
     assert row_line(report, result).endswith(" 1*")
     assert "* fewer runs than asked: the cell reached --max-seconds 0.01" in footer_lines(report)
@@ -190,7 +193,7 @@ def test_one_line_errors(tiny_package, tmp_path):
     r = invoke("--model", tiny_package, "--seq-len", "1000")
     assert r.exit_code == 1 and r.output == "Error: --seq-len 1000: pkg has only 512 positions; use --seq-len 512 or less\n"
     r = invoke("--model", tmp_path / "nope")
-    assert r.exit_code == 1 and r.output == f"Error: {tmp_path / 'nope'}: no such model package or .onnx file\n"
+    assert r.exit_code == 3 and r.output == f"Error: {tmp_path / 'nope'}: no such model package or .onnx file\n"
     r = invoke("--model", tiny_package, "--questions", "5")
     assert r.exit_code == 2 and "--questions needs --dataset" in r.output
     squad = tmp_path / "s.json"
@@ -198,7 +201,7 @@ def test_one_line_errors(tiny_package, tmp_path):
     r = invoke("--model", tiny_package, "--dataset", squad, "--seq-len", "32")
     assert r.exit_code == 1 and r.output == "Error: --seq-len 32: too short for SQuAD features; use at least 68 with --dataset\n"
     r = invoke("--model", tiny_package, "--dataset", squad, "--seq-len", "128")
-    assert r.exit_code == 1 and r.output == f"Error: {squad}: no questions found; pass a SQuAD file with 'qas'\n"
+    assert r.exit_code == 3 and r.output == f"Error: {squad}: no questions found; pass a SQuAD file with 'qas'\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,6 +255,11 @@ def test_dataset_mode_table(standin_package, heldout_json):
 def test_plot_writes_a_png(tiny_package, fixed_package, tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib not installed (pip install 'spanqa[plot]')")
     png = tmp_path / "out" / "bench.png"
+    # Checked before the benchmark: the plot's directory must exist.
+    r = invoke("--model", tiny_package, *TINY, "--plot", png)
+    assert r.exit_code == 4
+    assert r.output == f"Error: --plot {png}: its directory does not exist; name a file in an existing directory\n"
+    png.parent.mkdir()
     r = invoke("--model", tiny_package, "--model", fixed_package, *TINY, "--plot", png)
     assert r.exit_code == 0, r.output
     data = png.read_bytes()
@@ -267,9 +275,6 @@ def test_plot_without_matplotlib_fails_before_benchmarking(tiny_package, tmp_pat
     r = invoke("--model", tiny_package, *TINY, "--plot", tmp_path / "b.png")
     assert r.exit_code == 1
     assert r.output == "Error: matplotlib is not installed; install it with: pip install 'spanqa[plot]'\n"
-    from spanqa.bench import BenchReport, plot
-    from spanqa.errors import MissingBackendError
-
     with pytest.raises(MissingBackendError):
         plot(BenchReport(BenchSettings(), 1, []), tmp_path / "b.png")
     assert not (tmp_path / "b.png").exists()

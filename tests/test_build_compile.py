@@ -1,13 +1,22 @@
+"""Compiling an exported ONNX model into a cpu-fp32 model package (spanqa.build.compile): fusions
+counted from the graph, fixed shapes, verification against PyTorch, one-line errors, output safety."""
+
+from __future__ import annotations
+
 import json
 
 import numpy as np
 import onnx
+import pytest
 from click.testing import CliRunner
 
 from spanqa.build.compile import compile_model
 from spanqa.cli import main
+from spanqa.fileutil import MARKER
 from spanqa.models.checkpoint import load_checkpoint
 from spanqa.models.export import sample_inputs, torch_logits
+from spanqa.models.manifest import Shapes
+from spanqa.models.package import open_package
 from spanqa.registry import TARGETS
 from spanqa.runtimes import open_runtime
 from spanqa.settings import CompileSettings
@@ -40,14 +49,18 @@ def test_tiny_package_fusions_counted_from_graph(tiny_package):
 
 def test_fixed_shapes(tiny_package, tmp_path):
     out = tmp_path / "fixed"
-    manifest = compile_model(tiny_package / "exported.onnx", out, CompileSettings(batch_size=4, seq_len=64))
-    assert manifest["shapes"]["batch_size"] == 4 and manifest["shapes"]["seq_len"] == 64
+    manifest = compile_model(tiny_package / "exported.onnx", out, CompileSettings(batch_size=4, seq_len=128))
+    assert manifest.shapes == Shapes(batch_size=4, seq_len=128, max_positions=512)
     model = onnx.load(str(out / "model.onnx"))
     for value in (*model.graph.input, *model.graph.output):
-        assert [d.dim_value for d in value.type.tensor_type.shape.dim] == [4, 64]
+        assert [d.dim_value for d in value.type.tensor_type.shape.dim] == [4, 128]
     runtime = open_runtime(out)
-    assert (runtime.batch_size, runtime.seq_len) == (4, 64)
-    assert [s["batch"] for s in manifest["verification"]["shapes"]] == [4]
+    assert (runtime.batch_size, runtime.seq_len) == (4, 128)
+    assert [(s["batch"], s["seq_len"]) for s in manifest.verification["shapes"]] == [(4, 128)]
+    assert manifest.verification["max_abs_diff"] <= manifest.verification["tolerance"] == 1e-3
+    # What compile returns is what the package's manifest.json says.
+    assert open_package(out).manifest == manifest
+    assert json.loads((out / "manifest.json").read_text())["shapes"] == {"batch_size": 4, "seq_len": 128, "max_positions": 512}
 
 
 def test_compile_cli_prints_fusions(tiny_package, tmp_path):
@@ -62,7 +75,7 @@ def test_unknown_target(tiny_package, tmp_path):
     result = CliRunner().invoke(
         main, ["compile", str(tiny_package / "exported.onnx"), "-o", str(tmp_path / "p"), "--target", "npu"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.strip() == f"Error: unknown target 'npu'; choose one of: {', '.join(sorted(TARGETS))}"
     assert not (tmp_path / "p").exists()
 
@@ -77,12 +90,17 @@ def test_not_onnx(tmp_path):
     assert not (tmp_path / "p").exists()
 
 
-def test_seq_len_beyond_positions(tiny_package, tmp_path):
+@pytest.mark.parametrize("seq_len", ["513", "67"])
+def test_seq_len_outside_what_the_model_and_squad_need(tiny_package, tmp_path, seq_len):
     result = CliRunner().invoke(
-        main, ["compile", str(tiny_package / "exported.onnx"), "-o", str(tmp_path / "p"), "--seq-len", "513"]
+        main, ["compile", str(tiny_package / "exported.onnx"), "-o", str(tmp_path / "p"), "--seq-len", seq_len]
     )
-    assert result.exit_code == 1
-    assert result.output.strip() == "Error: --seq-len 513: the model has only 512 positions"
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"Error: --seq-len {seq_len}: must lie between 68 (a 64-piece question, 3 special tokens and "
+        "one context piece) and the model's 512 positions"
+    )
+    assert not (tmp_path / "p").exists()
 
 
 def test_convert_standin(standin_package, standin_dir):
@@ -107,6 +125,7 @@ def test_convert_cli_keeps_exported(tiny_checkpoint, tmp_path):
     result = CliRunner().invoke(main, ["convert", str(tiny_checkpoint), "-o", str(out), "--batch-size", "1", "--seq-len", "512"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
+        MARKER,
         "exported.onnx",
         "exported.onnx.json",
         "manifest.json",
@@ -117,3 +136,37 @@ def test_convert_cli_keeps_exported(tiny_checkpoint, tmp_path):
     assert "verify 1x512" in result.output
     # No temp directories left beside the package.
     assert [p.name for p in tmp_path.iterdir()] == ["X"]
+    # A second convert into it is refused before any work unless --overwrite says so.
+    again = CliRunner().invoke(main, ["convert", str(tiny_checkpoint), "-o", str(out)])
+    assert again.exit_code == 4
+    assert again.output == f"Error: -o {out}: a model package is already there; pass --overwrite to replace it\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["X"]
+
+
+def test_compile_output_safety(tiny_package, tmp_path):
+    src = str(tiny_package / "exported.onnx")
+    out = tmp_path / "pkg"
+    assert CliRunner().invoke(main, ["compile", src, "-o", str(out)]).exit_code == 0
+    assert json.loads((out / MARKER).read_text()) == {"kind": "model package"}
+    result = CliRunner().invoke(main, ["compile", src, "-o", str(out), "--batch-size", "2"])
+    assert result.exit_code == 4
+    assert result.output == f"Error: -o {out}: a model package is already there; pass --overwrite to replace it\n"
+    result = CliRunner().invoke(main, ["compile", src, "-o", str(out), "--batch-size", "2", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert open_package(out).batch_size == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # nothing left beside it
+    # Never into what spanqa did not write, nor into the directory that holds the input.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    result = CliRunner().invoke(main, ["compile", src, "-o", str(mine), "--overwrite"])
+    assert result.exit_code == 4
+    assert result.output == (
+        f"Error: -o {mine}: the directory holds files spanqa did not write; name a new or empty directory for the model package\n"
+    )
+    result = CliRunner().invoke(main, ["compile", src, "-o", str(tiny_package), "--overwrite"])
+    assert result.exit_code == 4
+    assert result.output == (
+        f"Error: -o {tiny_package}: that is (or holds) the input {src}; write the model package somewhere else\n"
+    )
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (tiny_package / "exported.onnx").is_file()

@@ -1,3 +1,8 @@
+"""``spanqa ask``: questions about a passage, answered by a loaded model."""
+
+from __future__ import annotations
+
+import pytest
 from click.testing import CliRunner
 
 from spanqa.cli import main
@@ -41,7 +46,51 @@ def test_ask_reads_questions_from_stdin(standin_package, tmp_path):
     assert len(lines) == 3 and lines[1].startswith("  -> France")
 
 
-def test_ask_empty_context(standin_package):
-    result = CliRunner().invoke(main, ["ask", "--model", str(standin_package), "--context", "   ", "Why?"])
-    assert result.exit_code == 1
-    assert result.output.strip() == "Error: --context is empty: give a passage or a text file"
+def test_ask_context_from_a_file(standin_package, tmp_path):
+    ctx = tmp_path / "ctx.txt"
+    ctx.write_text(CONTEXT, encoding="utf-8")
+    for option in (["--context", f"@{ctx}"], ["--context-file", str(ctx)]):
+        result = CliRunner().invoke(
+            main, ["ask", "--model", str(standin_package), *option, "In what country is Normandy located?"]
+        )
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[1].startswith("  -> France")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--context", "   "], "Error: --context is empty: give a passage or a text file"),
+        (
+            ["--context", "passage.txt"],
+            "Error: --context passage.txt: no such file; pass an existing file (or @FILE), or the passage itself",
+        ),
+        (
+            ["--context", "notes/today"],
+            "Error: --context notes/today: no such file; pass an existing file (or @FILE), or the passage itself",
+        ),
+        ([], "Error: give the passage with --context TEXT (or @FILE) or --context-file FILE"),
+        (
+            ["--context", "x", "--context-file", "y"],
+            "Error: give the passage with --context TEXT (or @FILE) or --context-file FILE",
+        ),
+    ],
+)
+def test_ask_context_errors(standin_package, tmp_path, monkeypatch, options, message):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["ask", "--model", str(standin_package), *options, "Why?"])
+    assert result.exit_code == 2
+    assert result.output == message + "\n"
+
+
+def test_ask_unreadable_context_file(standin_package, tmp_path):
+    result = CliRunner().invoke(main, ["ask", "--model", str(standin_package), "--context", f"@{tmp_path / 'gone.txt'}", "Why?"])
+    assert result.exit_code == 3
+    assert result.output == f"Error: {tmp_path / 'gone.txt'}: cannot read the passage (No such file or directory)\n"
+
+
+def test_a_one_word_passage_is_still_a_passage(standin_package):
+    result = CliRunner().invoke(main, ["ask", "--model", str(standin_package), "--context", "Normandy", "Where?"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 2 and lines[0] == "Where?" and lines[1].startswith("  -> Normandy  (p=")

@@ -142,7 +142,7 @@ def test_option_conflicts(tmp_path, dataset, args, message):
 
 def test_settings_without_room_for_context(tmp_path, dataset):
     result = _run(dataset, "-o", tmp_path / "out", "--max-seq-length", 60)
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert result.output == (
         "Error: max_seq_length=60 leaves no room for the context after [CLS] + 64 question tokens "
         "+ 2 [SEP]; use at least 68 or a smaller max_query_length\n"
@@ -189,7 +189,7 @@ def test_bad_dataset_one_line_error_no_output(tmp_path, name, data, message):
     path.write_text(_bad(data), encoding="utf-8")
     out = tmp_path / "features"
     result = _run(path, "-o", out)
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # bad input data
     assert result.output == f"Error: {path}: {message}\n"
     assert "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
@@ -199,10 +199,33 @@ def test_existing_foreign_directory_is_left_alone(tmp_path, dataset):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep")
-    result = _run(dataset, "-o", out)
-    assert result.exit_code == 1
-    assert result.output == (f"Error: {out}: exists and is not a features directory; choose another output or delete it\n")
+    for extra in ([], ["--overwrite"]):
+        result = _run(dataset, "-o", out, *extra)
+        assert result.exit_code == 4
+        assert result.output == (
+            f"Error: -o {out}: the directory holds files spanqa did not write; name a new or empty directory for the features\n"
+        )
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_features_are_replaced_only_with_overwrite(tmp_path, dataset, monkeypatch):
+    out = tmp_path / "features"
+    assert _run(dataset, "-o", out, "--max-seq-length", 32, "--doc-stride", 8, "--max-query-length", 10).exit_code == 0
+    result = _run(dataset, "-o", out, "--batch-size", 4)
+    assert result.exit_code == 4
+    assert result.output == f"Error: -o {out}: a features is already there; pass --overwrite to replace it\n"
+    assert json.loads((out / "manifest.json").read_text())["batch_size"] == 1
+    result = _run(dataset, "-o", out, "--batch-size", 4, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["batch_size"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features", "tiny.json"]
+    monkeypatch.chdir(tmp_path)
+    result = _run(dataset, "-o", ".")
+    assert result.exit_code == 4
+    assert (
+        result.output
+        == f"Error: -o .: refusing to write into {tmp_path.resolve()} itself; name a new directory, e.g. -o features\n"
+    )
 
 
 def test_heldout_through_cli_equals_in_memory(tmp_path, heldout_json):
@@ -216,5 +239,7 @@ def test_heldout_through_cli_equals_in_memory(tmp_path, heldout_json):
     assert loaded.tokens == direct.tokens
     assert loaded.token_to_orig_map == direct.token_to_orig_map
     assert loaded.token_is_max_context == direct.token_is_max_context
-    assert loaded.examples == direct.examples
+    # The features keep each example's question, words and answers (not the passage's text).
+    stored = [(e.qas_id, e.question_text, e.doc_tokens, e.answers, e.is_impossible) for e in loaded.examples]
+    assert stored == [(e.qas_id, e.question_text, e.doc_tokens, e.answers, e.is_impossible) for e in direct.examples]
     assert len(loaded.examples) == 5173

@@ -9,16 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from spanqa import squad
 from spanqa.cli import main
 from spanqa.data.features import Features
+from spanqa.data.folders import write_features
 from spanqa.data.squad import Example
 from spanqa.settings import FeatureSettings
-
-pytestmark = pytest.mark.skipif(
-    not (hasattr(squad, "write_features") and hasattr(squad, "load_features")),
-    reason="spanqa.squad.write_features/load_features are not implemented yet",
-)
 
 MAX_SEQ = 16
 CONTEXTS = {
@@ -80,7 +75,6 @@ def _features() -> Features:
 @pytest.fixture
 def workdir(tmp_path):
     f = _features()
-    squad.write_features(f, tmp_path / "features", batch_size=2)
     dataset = {
         "version": "1.1",
         "data": [
@@ -97,6 +91,7 @@ def workdir(tmp_path):
         ],
     }
     (tmp_path / "dev.json").write_text(json.dumps(dataset), encoding="utf-8")
+    write_features(f, tmp_path / "features", batch_size=2, dataset=tmp_path / "dev.json")  # records its sha256
     start = np.full((4, MAX_SEQ), -5.0, dtype=np.float32)  # 3 features + 1 padding row
     end = np.full((4, MAX_SEQ), -5.0, dtype=np.float32)
     for i, (qid, (first, last)) in enumerate(WANT.items()):
@@ -113,6 +108,22 @@ def workdir(tmp_path):
 
 def _run(args):
     return CliRunner().invoke(main, args)
+
+
+def _evaluate(workdir: Path, *extra: str, dataset: str = "dev.json"):
+    return _run(
+        [
+            "evaluate",
+            str(workdir / dataset),
+            "--features",
+            str(workdir / "features"),
+            "--outputs",
+            str(workdir / "outputs"),
+            "-o",
+            str(workdir / "result"),
+            *extra,
+        ]
+    )
 
 
 def test_evaluate_command_writes_predictions_and_scores(workdir: Path):
@@ -186,8 +197,10 @@ def test_evaluate_command_reports_a_missing_features_dir(workdir: Path):
             str(workdir / "result"),
         ]
     )
-    assert r.exit_code == 1
-    assert r.output.startswith("Error: ") and "nope" in r.output and "spanqa preprocess" in r.output
+    assert r.exit_code == 3
+    assert r.output == (
+        f"Error: {workdir / 'nope'}: no manifest.json; not a features directory (make one with spanqa preprocess)\n"
+    )
     assert not (workdir / "result").exists()
 
 
@@ -208,3 +221,26 @@ def test_evaluate_command_rejects_bad_settings(workdir: Path):
     )
     assert r.exit_code == 2
     assert "--n-best" in r.output
+
+
+def test_evaluate_command_refuses_another_dataset(workdir: Path):
+    data = json.loads((workdir / "dev.json").read_text(encoding="utf-8"))
+    data["version"] = "1.1 (edited)"
+    (workdir / "edited.json").write_text(json.dumps(data), encoding="utf-8")
+    r = _evaluate(workdir, dataset="edited.json")
+    assert r.exit_code == 3
+    assert r.output == (
+        f"Error: {workdir / 'edited.json'}: not the dataset the features in {workdir / 'features'} were built from "
+        "(dev.json); pass that dataset, or preprocess this one\n"
+    )
+    assert not (workdir / "result").exists()
+
+
+def test_evaluate_command_replaces_a_result_only_with_overwrite(workdir: Path):
+    assert _evaluate(workdir).exit_code == 0
+    r = _evaluate(workdir, "--n-best", "3")
+    assert r.exit_code == 4
+    assert r.output == f"Error: -o {workdir / 'result'}: a result is already there; pass --overwrite to replace it\n"
+    r = _evaluate(workdir, "--n-best", "3", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert json.loads((workdir / "result" / "result.json").read_text())["answer_settings"]["n_best_size"] == 3

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from spanqa.cli import main
-from test_infer import squad_json
+from squad_files import tiny_squad_json
 
 SEQ = 64
 BATCH = 2
@@ -32,7 +32,7 @@ def features(tiny_package, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("clifeatures")
     f = build_features(
-        read_squad(squad_json(root / "tiny.json")), open_package(tiny_package).tokenizer, FeatureSettings(SEQ, 16, 16)
+        read_squad(tiny_squad_json(root / "tiny.json")), open_package(tiny_package).tokenizer, FeatureSettings(SEQ, 16, 16)
     )
     assert len(f) % BATCH
     write_features(f, root / "features", BATCH)
@@ -89,27 +89,29 @@ def test_infer_npy_and_perf_only(tiny_package, features, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args,message",
+    "args,code,message",
     [
-        (["--input", "{f}"], "Error: --input needs -o/--output for the logits"),
-        (["--resume"], "Error: --resume needs --input (synthetic runs write no outputs)"),
-        (["--input", "{f}/nope", "-o", "{o}"], "Error: {f}/nope: no such input folder"),
+        (["--input", "{f}"], 2, "Error: --input needs -o/--output for the logits"),
+        (["--resume"], 2, "Error: --resume needs --input (synthetic runs write no outputs)"),
+        (["--input", "{f}/nope", "-o", "{o}"], 1, "Error: {f}/nope: no such input folder"),
         (
             ["--input", "{f}", "-o", "{o}", "--batch-size", "4"],
+            1,
             "Error: --batch-size 4: the features' manifest.json says 2; drop --batch-size",
         ),
     ],
 )
-def test_usage_errors_are_one_line(args, message, tiny_package, features, tmp_path):
+def test_usage_errors_are_one_line(args, code, message, tiny_package, features, tmp_path):
     args = [a.format(f=features, o=tmp_path / "o") for a in args]
     r = invoke("infer", "--model", tiny_package, *args)
-    assert r.exit_code != 0
+    assert r.exit_code == code
     assert r.stderr.strip().splitlines()[-1] == message.format(f=features)
     assert "Traceback" not in r.output
 
 
 def test_mismatches_are_one_line_errors(tiny_package, features, tmp_path):
-    """Each input mismatch through the CLI: exit 1, one 'Error:' line naming the file."""
+    """Each input mismatch through the CLI: one 'Error:' line naming the file, exit 3 for bad
+    feature files and 1 for folders that do not fit the model's inputs."""
     import shutil
 
     cases = {}
@@ -118,20 +120,32 @@ def test_mismatches_are_one_line_errors(tiny_package, features, tmp_path):
         shutil.copytree(features, work / name)
     p = work / "dtype" / "input_ids" / "0.bin"
     np.fromfile(p, "<i8").astype("<i4").tofile(p)
-    cases["dtype"] = f"{p}: {4 * BATCH * SEQ} bytes, expected {8 * BATCH * SEQ} (int64 [{BATCH}, {SEQ}]) (int32 data?"
+    cases["dtype"] = (3, f"{p}: {4 * BATCH * SEQ} bytes, expected {8 * BATCH * SEQ} (int64 [{BATCH}, {SEQ}]) (int32 data?")
     p = work / "truncated" / "segment_ids" / "1.bin"
     p.write_bytes(p.read_bytes()[:100])
-    cases["truncated"] = f"{p}: 100 bytes, expected {8 * BATCH * SEQ} (int64 [{BATCH}, {SEQ}]); the file is truncated"
+    cases["truncated"] = (3, f"{p}: 100 bytes, expected {8 * BATCH * SEQ} (int64 [{BATCH}, {SEQ}]); the file is truncated")
     (work / "counts" / "input_mask" / "0.bin").unlink()
-    cases["counts"] = "unequal file counts: "
+    cases["counts"] = (3, "unequal file counts: ")
     shutil.rmtree(work / "missing" / "input_mask")
-    cases["missing"] = f"{work / 'missing'}: no input_mask/ folder (model input attention_mask)"
-    for name, start in cases.items():
+    cases["missing"] = (1, f"{work / 'missing'}: no input_mask/ folder (model input attention_mask)")
+    for name, (code, start) in cases.items():
         r = invoke("infer", "--model", tiny_package, "--input", work / name, "-o", tmp_path / "out" / name)
-        assert r.exit_code == 1, (name, r.output)
+        assert r.exit_code == code, (name, r.output)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error: " + start), (name, lines)
         assert not (tmp_path / "out" / name).exists()  # checked before anything ran
+
+
+def test_resume_into_outputs_of_unknown_origin(tiny_package, features, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "0_output_0.bin").write_bytes(b"\0" * (4 * BATCH * SEQ))
+    r = invoke("infer", "--model", tiny_package, "--input", features, "-o", out, "--resume")
+    assert r.exit_code == 1
+    assert r.stderr == (
+        f"Error: {out}: --resume needs the infer_settings.json of the run it continues, and there is none; "
+        "its outputs cannot be trusted: drop --resume (or choose a new --output)\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,7 +218,9 @@ def test_killed_run_resumes_to_the_same_outputs(sig, tiny_package, many_batches,
         assert done.returncode == -signal.SIGKILL
     else:
         assert done.returncode == 130, done.stderr
-        assert done.stderr.strip().splitlines()[-1] == "Interrupted."
+        assert done.stderr.strip().splitlines()[-1] == (
+            f"Interrupted. Finished batches are kept: rerun with --resume to complete {out}."
+        )
         assert "Traceback" not in done.stderr
         assert not list(out.glob(".*.tmp"))  # cleaned up on the way out
     finished = {p.name: p.read_bytes() for p in out.glob("*_output_*.bin")}

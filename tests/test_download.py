@@ -1,4 +1,5 @@
-"""spanqa download and the asset cache, against a local HTTP server on 127.0.0.1 only."""
+"""spanqa download (spanqa.download) and the asset cache, against a local HTTP server on 127.0.0.1
+only; archives extracted safely (spanqa.archive) or refused."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from spanqa import download as dl
+from spanqa.archive import RECORD_NAME
 from spanqa.cli import main
 from spanqa.errors import DownloadError
+from spanqa.fileutil import MARKER
 
 CONFIG = {"hidden_size": 8, "num_attention_heads": 2, "vocab_size": 28996}
 WEIGHTS = b"\x80\x02fake-weights" * 100
@@ -178,10 +181,11 @@ def test_download_checkpoint_cli(server, tmp_path):
     result = run("squad1", "--dir", str(dest), "--mirror", server.url)
     assert result.exit_code == 0, result.output
     assert result.output == f"squad1: checkpoint ready in {dest}\n"
-    assert sorted(p.name for p in dest.iterdir()) == ["config.json", "pytorch_model.bin", dl.RECORD_NAME]
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER, "config.json", "pytorch_model.bin", RECORD_NAME]
+    assert json.loads((dest / MARKER).read_text()) == {"kind": "checkpoint"}
     assert json.loads((dest / "config.json").read_text()) == CONFIG
     assert (dest / "pytorch_model.bin").read_bytes() == WEIGHTS
-    record = json.loads((dest / dl.RECORD_NAME).read_text())
+    record = json.loads((dest / RECORD_NAME).read_text())
     assert record["sha256"] == sha(archive)
     assert record["size"] == archive.stat().st_size
     assert record["source"] == f"{server.url}/spanbert_squad1.tar.gz"
@@ -204,14 +208,25 @@ def test_archive_without_top_directory(server, tmp_path):
     assert (dest / "config.json").is_file() and (dest / "pytorch_model.bin").read_bytes() == WEIGHTS
 
 
-def test_download_replaces_old_content_atomically(server, tmp_path):
+def test_download_replaces_only_a_spanqa_checkpoint(server, tmp_path):
     make_archive(server.root / "spanbert_squad1.tar.gz")
     dest = tmp_path / "c"
-    dest.mkdir()
+    dl.download("squad1", dest=dest, mirror=server.url)
     (dest / "stale.txt").write_text("old")
     dl.download("squad1", dest=dest, mirror=server.url)
     assert not (dest / "stale.txt").exists()
     assert (dest / "pytorch_model.bin").read_bytes() == WEIGHTS
+    # A directory of files spanqa did not write is never replaced, not even by --force.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep me")
+    result = run("squad1", "--dir", str(mine), "--mirror", server.url, "--force")
+    assert result.exit_code == 4
+    assert result.output == (
+        f"Error: --dir {mine}: the directory holds files spanqa did not write; name a new or empty directory for the checkpoint\n"
+    )
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    assert server.count("spanbert_squad1.tar.gz") == 2  # refused before downloading
 
 
 def test_mirror_from_env_var(server, tmp_path):
@@ -253,7 +268,7 @@ def test_url_with_local_archive_path_and_file_url(tmp_path):
     result = run("squad1", "--dir", str(dest), "--url", str(archive))
     assert result.exit_code == 0, result.output
     assert (dest / "pytorch_model.bin").read_bytes() == WEIGHTS
-    assert json.loads((dest / dl.RECORD_NAME).read_text())["sha256"] == sha(archive)
+    assert json.loads((dest / RECORD_NAME).read_text())["sha256"] == sha(archive)
     assert archive.is_file()  # the user's file is read, never moved
     dest2 = dl.download("squad1", dest=tmp_path / "c2", url=archive.as_uri())
     assert (dest2 / "config.json").is_file()
@@ -294,7 +309,8 @@ def test_ensure_asset_redownloads_incomplete_entry(server, tmp_path):
     home = tmp_path / "cache"
     partial = home / "models" / "spanbert-squad1"
     partial.mkdir(parents=True)
-    (partial / "config.json").write_text("{}")  # no weights: not a complete entry
+    (partial / MARKER).write_text(json.dumps({"kind": "checkpoint"}))
+    (partial / "config.json").write_text("{}")  # a spanqa checkpoint without weights: not complete
     path = dl.ensure_asset("squad1", mirror=server.url, home=home)
     assert server.count("spanbert_squad1.tar.gz") == 1
     assert (path / "pytorch_model.bin").read_bytes() == WEIGHTS
@@ -546,21 +562,3 @@ def test_internal_links_are_allowed(tmp_path):
     dest = dl.download("squad1", dest=tmp_path / "c", url=str(make_archive(tmp_path / "a.tar.gz", extra=extra)))
     assert (dest / "vocab.txt").read_bytes() == b"[PAD]\n"
     assert (dest / "weights.bin").read_bytes() == WEIGHTS
-
-
-def test_check_member_unit():
-    def info(name, **attrs):
-        i = tarfile.TarInfo(name)
-        for k, v in attrs.items():
-            setattr(i, k, v)
-        return i
-
-    assert dl.check_member(info("a/b.txt")) is None
-    assert dl.check_member(info("./a/b.txt")) is None
-    assert dl.check_member(info("a/../../b")) is not None
-    assert dl.check_member(info("C:/windows")) is not None
-    assert dl.check_member(info("a\\..\\..\\b")) is not None
-    assert dl.check_member(info("l", type=tarfile.SYMTYPE, linkname="sub/x")) is None
-    assert dl.check_member(info("l", type=tarfile.SYMTYPE, linkname="")) is not None
-    assert dl.check_member(info("l", type=tarfile.SYMTYPE, linkname="sub/../../x")) is not None
-    assert dl.check_member(info("b", type=tarfile.BLKTYPE)) == "member 'b' is a device file or FIFO"

@@ -50,7 +50,19 @@ def test_fixed_length_package_answers_at_its_length_by_default(package_384):
 
 def test_run_with_longer_features_on_fixed_package_is_one_line(package_384, tmp_path, monkeypatch):
     monkeypatch.setenv("SPANQA_HOME", str(tmp_path / "home"))
-    r = CliRunner().invoke(main, ["run", str(squad(tmp_path / "d.json")), "--model", str(package_384), "--max-seq-length", "512", "-o", str(tmp_path / "r")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(squad(tmp_path / "d.json")),
+            "--model",
+            str(package_384),
+            "--max-seq-length",
+            "512",
+            "-o",
+            str(tmp_path / "r"),
+        ],
+    )
     assert r.exit_code == 2
     assert r.output.strip().splitlines()[-1].startswith("Error: --max-seq-length 512: ")
     assert not (tmp_path / "r").exists()
@@ -126,14 +138,64 @@ def test_keep_files_rescore_with_rank_padding_equals_infer(standin_package, held
     monkeypatch.setenv("SPANQA_HOME", str(tmp_path / "home"))
     data = json.loads(heldout_json.read_text())
     small = tmp_path / "small.json"
-    small.write_text(json.dumps({"version": "1.1", "data": [dict(data["data"][0], paragraphs=data["data"][0]["paragraphs"][:6])]}))
-    run = CliRunner().invoke(main, ["run", str(small), "--model", str(standin_package), "-o", str(tmp_path / "r"), "--keep-files", "--batch-size", "4"])
+    small.write_text(
+        json.dumps({"version": "1.1", "data": [dict(data["data"][0], paragraphs=data["data"][0]["paragraphs"][:6])]})
+    )
+    run = CliRunner().invoke(
+        main, ["run", str(small), "--model", str(standin_package), "-o", str(tmp_path / "r"), "--keep-files", "--batch-size", "4"]
+    )
     assert run.exit_code == 0, run.output
     kept = tmp_path / "r"
-    assert CliRunner().invoke(main, ["evaluate", str(small), "--features", str(kept / "features"), "--outputs", str(kept / "outputs"), "-o", str(tmp_path / "e1"), "--rank-padding"]).exit_code == 0
-    assert CliRunner().invoke(main, ["preprocess", str(small), "--model", str(standin_package), "-o", str(tmp_path / "f"), "--batch-size", "4"]).exit_code == 0
-    assert CliRunner().invoke(main, ["infer", "--model", str(standin_package), "--input", str(tmp_path / "f"), "-o", str(tmp_path / "o")]).exit_code == 0
-    assert CliRunner().invoke(main, ["evaluate", str(small), "--features", str(tmp_path / "f"), "--outputs", str(tmp_path / "o"), "-o", str(tmp_path / "e2"), "--rank-padding"]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(
+            main,
+            [
+                "evaluate",
+                str(small),
+                "--features",
+                str(kept / "features"),
+                "--outputs",
+                str(kept / "outputs"),
+                "-o",
+                str(tmp_path / "e1"),
+                "--rank-padding",
+            ],
+        )
+        .exit_code
+        == 0
+    )
+    assert (
+        CliRunner()
+        .invoke(main, ["preprocess", str(small), "--model", str(standin_package), "-o", str(tmp_path / "f"), "--batch-size", "4"])
+        .exit_code
+        == 0
+    )
+    assert (
+        CliRunner()
+        .invoke(main, ["infer", "--model", str(standin_package), "--input", str(tmp_path / "f"), "-o", str(tmp_path / "o")])
+        .exit_code
+        == 0
+    )
+    assert (
+        CliRunner()
+        .invoke(
+            main,
+            [
+                "evaluate",
+                str(small),
+                "--features",
+                str(tmp_path / "f"),
+                "--outputs",
+                str(tmp_path / "o"),
+                "-o",
+                str(tmp_path / "e2"),
+                "--rank-padding",
+            ],
+        )
+        .exit_code
+        == 0
+    )
     via_run = json.loads((tmp_path / "e1" / "predictions.json").read_text())
     via_infer = json.loads((tmp_path / "e2" / "predictions.json").read_text())
     assert via_run == via_infer == json.loads((kept / "predictions.json").read_text())
@@ -191,7 +253,9 @@ def test_gpu_provider_that_did_not_start_is_an_error(tiny_package):
 
     runtime = OrtRuntime(open_package(tiny_package), RuntimeOptions(threads=1))
     assert runtime.provider == "CPUExecutionProvider"
-    with pytest.raises(InferenceError, match="onnxruntime's CUDAExecutionProvider did not start \\(the session runs on CPUExecutionProvider\\)"):
+    with pytest.raises(
+        InferenceError, match="onnxruntime's CUDAExecutionProvider did not start \\(the session runs on CPUExecutionProvider\\)"
+    ):
         _started(runtime, open_package(tiny_package), "CUDAExecutionProvider")
 
 
@@ -207,7 +271,9 @@ def test_tensorrt_cache_lives_in_spanqa_cache(tiny_package, tmp_path, monkeypatc
 
 
 def test_gpu_target_without_gpu_is_one_line(tiny_package, tmp_path):
-    r = CliRunner().invoke(main, ["compile", str(tiny_package / "exported.onnx"), "-o", str(tmp_path / "g"), "--target", "gpu-fp16", "--no-guard"])
+    r = CliRunner().invoke(
+        main, ["compile", str(tiny_package / "exported.onnx"), "-o", str(tmp_path / "g"), "--target", "gpu-fp16", "--no-guard"]
+    )
     assert r.exit_code == 1
     assert r.output.strip() == (
         "Error: --target gpu-fp16 needs onnxruntime's CUDAExecutionProvider to build and verify the model, and this "

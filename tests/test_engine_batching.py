@@ -1,3 +1,6 @@
+"""Length-aware batch plans (spanqa.engine.batching): every feature once, within the token budget,
+little padding; fixed shapes for fixed-shape models; logits put back in feature order."""
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -53,6 +56,8 @@ def test_collector_restores_order():
     col = LogitsCollector(3, 16)
     col.add(Batch(np.array([0, 2]), 8, 2), np.full((2, 8), 1.0), np.full((2, 8), 2.0))
     col.add(Batch(np.array([1]), 16, 2), np.arange(32, dtype=np.float32).reshape(2, 16), np.zeros((2, 16)))
-    assert col.start[0, :8].tolist() == [1.0] * 8 and col.start[0, 8:].tolist() == [0.0] * 8
+    # Positions the batch did not compute hold -inf: no logit there (never 0.0, which could rank).
+    assert col.start[0, :8].tolist() == [1.0] * 8 and col.start[0, 8:].tolist() == [-np.inf] * 8
     assert col.start[1].tolist() == list(range(16))
-    assert col.end[2, :8].tolist() == [2.0] * 8
+    assert col.end[2, :8].tolist() == [2.0] * 8 and np.isneginf(col.end[2, 8:]).all()
+    assert col.start.dtype == col.end.dtype == np.float32

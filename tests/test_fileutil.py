@@ -15,7 +15,10 @@ def _users_dir(tmp_path):
 
 def test_foreign_directory_is_refused_and_kept(tmp_path):
     d = _users_dir(tmp_path)
-    with pytest.raises(OutputError, match=r"^-o .*mine: the directory holds files spanqa did not write; name a new or empty directory for the result$"):
+    with pytest.raises(
+        OutputError,
+        match=r"^-o .*mine: the directory holds files spanqa did not write; name a new or empty directory for the result$",
+    ):
         with atomic_dir(d, "result", overwrite=True) as tmp:
             (tmp / "x").write_text("new")
     assert sorted(p.name for p in d.iterdir()) == ["thesis.tex"]

@@ -1,199 +1,108 @@
-import http.server
+"""The one-step job (spanqa.jobs.run): a dataset through the engine into a result directory that
+appears complete or not at all; scores only where there are gold answers.
+
+The held-out run is conftest's ``heldout_run`` (every held-out question, or every k-th with
+``SPANQA_HELDOUT_STRIDE=k``): its F1 against PyTorch's logits through the same preprocessing and
+answer code, and its answers against the recipe's padded files run by 'spanqa infer'.
+"""
+
+from __future__ import annotations
+
 import json
-import tarfile
-import threading
-from functools import partial
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from spanqa.answers.extraction import predict
-from spanqa.cli import main
-from spanqa.data.features import build_features
-from spanqa.data.squad import read_squad
-from spanqa.engine import infer_features
-from spanqa.engine.resolve import resolve_model
-from spanqa.errors import SpanQAError
+from spanqa.answers.scoring import score
+from spanqa.errors import OutputError
+from spanqa.fileutil import MARKER, sha256_file
 from spanqa.jobs.run import run
-from spanqa.runtimes import open_runtime
-from spanqa.settings import BatchingSettings, RunSettings
+from spanqa.settings import RunSettings
+from squad_files import subset, without_answers
 
-
-def subset(src, dest, questions):
-    """The first ``questions`` questions of a SQuAD file, as a SQuAD file."""
-    data = json.loads(src.read_text(encoding="utf-8"))
-    left = questions
-    articles = []
-    for article in data["data"]:
-        paragraphs = []
-        for para in article["paragraphs"]:
-            if left <= 0:
-                break
-            qas = para["qas"][:left]
-            left -= len(qas)
-            paragraphs.append({"context": para["context"], "qas": qas})
-        if paragraphs:
-            articles.append({"title": article["title"], "paragraphs": paragraphs})
-    dest.write_text(json.dumps({"version": "1.1", "data": articles}), encoding="utf-8")
-    return dest
+MODEL_README_F1 = 65.66  # ../shared/models/standin-minilm-squad/README.md, run_squad-style pipeline
 
 
 @pytest.fixture(scope="module")
 def small_heldout(heldout_json, tmp_path_factory):
-    return subset(heldout_json, tmp_path_factory.mktemp("data") / "heldout-60.json", 60)
+    return subset(heldout_json, tmp_path_factory.mktemp("data") / "heldout-20.json", 20)
 
 
-def test_length_aware_logits_match_padded(standin_package, small_heldout):
-    package_runtime = open_runtime(standin_package)
-    from spanqa.models.package import open_package
-
-    features = build_features(read_squad(small_heldout), open_package(standin_package).tokenizer)
-    s1, e1, stats1 = infer_features(package_runtime, features, RunSettings(warmup=0))
-    s2, e2, stats2 = infer_features(
-        package_runtime, features, RunSettings(warmup=0, batching=BatchingSettings(length_aware=False))
-    )
-    real = features.input_mask.astype(bool)
-    assert np.abs(s1 - s2)[real].max() < 1e-4 and np.abs(e1 - e2)[real].max() < 1e-4
-    # Length-aware batching ran far fewer positions than the padded path.
-    assert stats1.rows == stats2.rows == len(features)
-    assert predict(features, s1, e1)[0] == predict(features, s2, e2)[0]
-
-
-def test_run_cli_writes_everything(standin_package, small_heldout, tmp_path):
+def test_run_writes_result_and_summary(standin_package, small_heldout, tmp_path):
     out = tmp_path / "res"
-    result = CliRunner().invoke(
-        main, ["run", str(small_heldout), "--model", str(standin_package), "-o", str(out), "--keep-files"]
-    )
-    assert result.exit_code == 0, result.output
-    for label in (
-        "questions",
-        "features",
-        "exact match",
-        "F1",
-        "end-to-end questions/s",
-        "model rows/s",
-        "batch latency p50 / p99 (ms)",
-    ):
-        assert any(line.startswith(label) for line in result.output.splitlines()), label
+    report = run(small_heldout, standin_package, out, RunSettings(warmup=0))
+    assert report.result_dir == out
     assert sorted(p.name for p in out.iterdir()) == [
-        "features",
+        MARKER,
         "nbest_predictions.json",
-        "outputs",
         "predictions.json",
         "result.json",
         "summary.json",
     ]
-    res = json.loads((out / "result.json").read_text())
-    assert res["total"] == 60 and 0 < res["f1"] <= 100
+    assert json.loads((out / "result.json").read_text()) == report.result
+    assert json.loads((out / "predictions.json").read_text()) == report.evaluation.predictions
+    assert report.result["total"] == 20 and 0 < report.result["f1"] <= 100
+    assert report.result["f1"] == score(report.evaluation.features.examples, report.evaluation.predictions)["f1"]
+    assert (report.result["target"], report.result["model"]) == ("cpu-fp32", str(standin_package))
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["questions"] == 60 and summary["target"] == "cpu-fp32"
-    assert summary["inference"]["rows"] == summary["features"]
-    # The kept recipe files re-score to the same answers through 'spanqa evaluate'.
-    again = CliRunner().invoke(
-        main,
-        [
-            "evaluate",
-            str(small_heldout),
-            "--features",
-            str(out / "features"),
-            "--outputs",
-            str(out / "outputs"),
-            "-o",
-            str(tmp_path / "re"),
-        ],
+    assert summary["questions"] == 20 and summary["features"] == len(report.evaluation.features)
+    assert summary["dataset_sha256"] == sha256_file(small_heldout)
+    assert summary["model_sha256"] == sha256_file(standin_package / "model.onnx")
+    assert summary["guarded"] is False and summary["precision"] == "fp32"
+    assert summary["inference"]["rows"] == summary["features"] and summary["inference"]["padded_rows"] == 0
+
+
+def test_run_without_gold_answers_writes_no_result(standin_package, small_heldout, tmp_path):
+    dataset = without_answers(small_heldout, tmp_path / "questions.json")
+    report = run(dataset, standin_package, tmp_path / "res", RunSettings(warmup=0))
+    assert report.result is None and not hasattr(report.evaluation, "scores")
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == [
+        MARKER,
+        "nbest_predictions.json",
+        "predictions.json",
+        "summary.json",
+    ]
+    predictions = json.loads((tmp_path / "res" / "predictions.json").read_text())
+    assert len(predictions) == 20 and predictions == report.evaluation.predictions
+    assert json.loads((tmp_path / "res" / "summary.json").read_text())["questions"] == 20
+
+
+def test_run_replaces_a_result_only_with_overwrite(standin_package, small_heldout, tmp_path):
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError) as exc:
+        run(small_heldout, standin_package, out, overwrite=True)
+    assert (
+        str(exc.value)
+        == f"-o {out}: the directory holds files spanqa did not write; name a new or empty directory for the result"
     )
-    assert again.exit_code == 0, again.output
-    assert json.loads((tmp_path / "re" / "predictions.json").read_text()) == json.loads((out / "predictions.json").read_text())
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    out = tmp_path / "res2"
+    run(small_heldout, standin_package, out, RunSettings(warmup=0))
+    with pytest.raises(OutputError, match="a result is already there; pass --overwrite to replace it"):
+        run(small_heldout, standin_package, out)
+    report = run(small_heldout, standin_package, out, RunSettings(warmup=0, batch_size=2), overwrite=True)
+    assert (
+        json.loads((out / "summary.json").read_text())["settings"]["batch_size"] == 2 == report.summary["settings"]["batch_size"]
+    )
 
 
 def test_interrupted_run_leaves_no_result(standin_package, small_heldout, tmp_path, monkeypatch):
-    import spanqa.answers
+    import spanqa.answers.extraction
 
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(spanqa.answers, "predict", boom)
+    monkeypatch.setattr(spanqa.answers.extraction, "predict", boom)
     with pytest.raises(KeyboardInterrupt):
         run(small_heldout, standin_package, tmp_path / "res")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_checkpoint_is_converted_once_into_cache(tiny_checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setenv("SPANQA_HOME", str(tmp_path / "home"))
-    package, converted = resolve_model(tiny_checkpoint)
-    assert converted and package.root.parent == tmp_path / "home" / "packages"
-    again, converted_again = resolve_model(tiny_checkpoint)
-    assert not converted_again and again.root == package.root
-
-
-def test_not_a_model(tmp_path):
-    with pytest.raises(SpanQAError, match="neither a model package, a .onnx file nor a checkpoint directory"):
-        resolve_model(tmp_path)
-
-
-@pytest.fixture
-def mirror(tmp_path, tiny_checkpoint, dev_json):
-    """A local mirror serving a SpanBERT-style squad1 archive (the tiny model) and the dev set."""
-    root = tmp_path / "mirror"
-    root.mkdir()
-    with tarfile.open(root / "spanbert_squad1.tar.gz", "w:gz") as tar:
-        for name in ("config.json", "pytorch_model.bin"):
-            tar.add(tiny_checkpoint / name, arcname=f"squad1/{name}")
-    (root / "dev-v1.1.json").write_bytes(dev_json.read_bytes())
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-def test_run_with_no_arguments_is_the_main_job(mirror, tmp_path, monkeypatch):
-    """'spanqa run' alone: fetch the squad1 checkpoint and the v1.1 dev set, convert, evaluate all 10,570 questions."""
-    monkeypatch.setenv("SPANQA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("SPANQA_MIRROR", mirror)
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(main, ["run"])
-    assert result.exit_code == 0, result.output
-    res = json.loads((tmp_path / "spanqa-result" / "result.json").read_text())
-    assert res["total"] == 10570
-    assert res["target"] == "cpu-fp32"
-    assert (tmp_path / "home" / "data" / "dev-v1.1.json").is_file()
-
-
-def test_run_offline_says_what_to_download(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPANQA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("SPANQA_MIRROR", "http://127.0.0.1:9")
-    result = CliRunner().invoke(main, ["run", "-o", str(tmp_path / "r")])
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: cannot reach http://127.0.0.1:9/dev-v1.1.json")
-    assert "install it with 'spanqa download squad-v1.1-dev --url /path/to/dev-v1.1.json'" in lines[0]
-
-
 # ---------------------------------------------------------------------------------------------
-# The stand-in on the held-out questions (shared fixtures in conftest.py: every question unless
-# SPANQA_HELDOUT_STRIDE says otherwise): 'spanqa run' against PyTorch through the same
-# preprocessing and answer code, and length-aware batching against the recipe's padded files.
-
-MODEL_README_F1 = 65.66  # ../shared/models/standin-minilm-squad/README.md, run_squad-style pipeline
-
-
-def every_kth_question(src, dest, k):
-    data = json.loads(src.read_text(encoding="utf-8"))
-    count = 0
-    for article in data["data"]:
-        for para in article["paragraphs"]:
-            kept = []
-            for qa in para["qas"]:
-                if count % k == 0:
-                    kept.append(qa)
-                count += 1
-            para["qas"] = kept
-    dest.write_text(json.dumps(data), encoding="utf-8")
-    return dest
+# The stand-in on the held-out questions
 
 
 def _infer_outputs(out_dir, n, batch_size):
@@ -204,19 +113,16 @@ def _infer_outputs(out_dir, n, batch_size):
 
 
 def test_run_f1_matches_pytorch_and_padding_changes_nothing(
-    standin_package, heldout_json, heldout_stride, heldout_features, heldout_torch_logits, heldout_infer_runs, tmp_path
+    heldout_run, heldout_stride, heldout_features, heldout_torch_logits, heldout_infer_runs
 ):
-    from spanqa.answers.scoring import score
-
-    dataset = heldout_json if heldout_stride == 1 else every_kth_question(heldout_json, tmp_path / "sample.json", heldout_stride)
-    report = run(dataset, standin_package, tmp_path / "res")
+    report = heldout_run
     features = report.evaluation.features
     assert np.array_equal(features.input_ids, heldout_features.input_ids)
 
-    # PyTorch's logits (NaN at padding, which answers never rank) through the same answer code.
-    torch_start, torch_end = (np.nan_to_num(a, nan=0.0) for a in heldout_torch_logits)
+    # PyTorch's logits (NaN at padding: -inf, which answers never rank) through the same answer code.
+    torch_start, torch_end = (np.nan_to_num(a, nan=-np.inf) for a in heldout_torch_logits)
     torch_predictions = predict(features, torch_start, torch_end)[0]
-    torch_scores = score(dataset, torch_predictions)
+    torch_scores = score(features.examples, torch_predictions)
     assert report.result["total"] == torch_scores["total"] == len(report.evaluation.predictions)
     assert abs(report.result["f1"] - torch_scores["f1"]) <= 0.05
     if heldout_stride == 1:
@@ -228,18 +134,5 @@ def test_run_f1_matches_pytorch_and_padding_changes_nothing(
     padded_start, padded_end = _infer_outputs(heldout_infer_runs[8][0], len(features), 8)
     assert predict(features, padded_start, padded_end)[0] == report.evaluation.predictions
     assert report.summary["inference"]["padded_rows"] == 0
-    assert report.summary["real_tokens"] < 0.5 * 512 * len(features)
-
-
-def test_onnx_with_a_target_is_compiled_into_cache(tiny_package, tmp_path, monkeypatch):
-    monkeypatch.setenv("SPANQA_HOME", str(tmp_path / "home"))
-    exported = tiny_package / "exported.onnx"
-    as_is, built = resolve_model(exported)
-    assert not built and as_is.model_path == exported
-    package, built = resolve_model(exported, "cpu-int8-ort")
-    assert built and package.target == "cpu-int8-ort" and package.root.parent == tmp_path / "home" / "packages"
-    assert resolve_model(exported, "cpu-int8-ort") == (package, False)
-    with pytest.raises(
-        SpanQAError, match=r"a cpu-fp32 model package; for --target cpu-bf16 pass the checkpoint or its exported .onnx"
-    ):
-        resolve_model(tiny_package, "cpu-bf16")
+    assert report.summary["real_tokens"] == int(features.input_mask.sum()) < 0.5 * 512 * len(features)
+    assert json.loads((report.result_dir / "result.json").read_text()) == report.result

@@ -1,3 +1,6 @@
+"""Loading SpanBERT and Hugging Face checkpoints (spanqa.models.checkpoint) safely, with one-line
+errors for every way a checkpoint directory can be wrong."""
+
 import json
 import os
 import pickle
@@ -13,7 +16,7 @@ from spanqa.models.checkpoint import load_checkpoint
 
 
 def _error_line(result) -> str:
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 3, result.output  # a bad checkpoint is bad input data
     assert "Traceback" not in result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output

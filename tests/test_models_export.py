@@ -1,3 +1,6 @@
+"""Checkpoint -> ONNX (spanqa.models.export): dynamic axes, metadata, and logits verified against
+PyTorch on the shapes of the export and on new ones."""
+
 import json
 
 import numpy as np

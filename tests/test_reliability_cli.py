@@ -26,8 +26,13 @@ QUESTIONS = [
 
 
 def squad(path: Path, context: str = CONTEXT, answers: bool = True) -> Path:
-    qas = [{"id": i, "question": q, "answers": [{"text": a, "answer_start": context.find(a)}] if answers else []} for i, q, a in QUESTIONS]
-    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "Normans", "paragraphs": [{"context": context, "qas": qas}]}]}))
+    qas = [
+        {"id": i, "question": q, "answers": [{"text": a, "answer_start": context.find(a)}] if answers else []}
+        for i, q, a in QUESTIONS
+    ]
+    path.write_text(
+        json.dumps({"version": "1.1", "data": [{"title": "Normans", "paragraphs": [{"context": context, "qas": qas}]}]})
+    )
     return path
 
 
@@ -68,7 +73,9 @@ def _home(tmp_path, monkeypatch):
 def test_run_keeps_a_users_directory(tiny_package, users_dir, tmp_path):
     r = cli("run", squad(tmp_path / "d.json"), "--model", tiny_package, "-o", users_dir)
     assert r.exit_code == 4
-    assert error_line(r).endswith("mine: the directory holds files spanqa did not write; name a new or empty directory for the result")
+    assert error_line(r).endswith(
+        "mine: the directory holds files spanqa did not write; name a new or empty directory for the result"
+    )
     assert_untouched(users_dir)
 
 
@@ -92,7 +99,10 @@ def test_evaluate_output_naming_its_dataset_refused(tmp_path):
     data = squad(tmp_path / "h3.json")
     before = data.read_bytes()
     r = cli("evaluate", data, "--features", tmp_path / "f", "--outputs", tmp_path / "o", "-o", data)
-    assert r.exit_code == 4 and error_line(r) == f"Error: -o {data}: that is (or holds) the input {data}; write the result somewhere else"
+    assert (
+        r.exit_code == 4
+        and error_line(r) == f"Error: -o {data}: that is (or holds) the input {data}; write the result somewhere else"
+    )
     assert data.read_bytes() == before
 
 
@@ -116,7 +126,9 @@ def test_download_keeps_a_users_directory(users_dir, tmp_path):
             info.size = 2
             tar.addfile(info, io.BytesIO(b"{}"))
     r = cli("download", "squad1", "--dir", users_dir, "--url", archive)
-    assert r.exit_code == 4 and error_line(r).endswith("mine: the directory holds files spanqa did not write; name a new or empty directory for the checkpoint")
+    assert r.exit_code == 4 and error_line(r).endswith(
+        "mine: the directory holds files spanqa did not write; name a new or empty directory for the checkpoint"
+    )
     assert_untouched(users_dir)
 
 
@@ -152,7 +164,11 @@ def test_run_int8_guards_by_default(tiny_checkpoint, tmp_path):
     assert r.exit_code == 0, r.output
     assert "built without the accuracy guard: its answers are unmeasured against fp32" in r.output
     package = next((tmp_path / "home" / "packages").glob("ckpt-cpu-int8-ort-*[!k]"))
-    assert json.loads((package / "manifest.json").read_text())["guard"] == {"unguarded": True, "passed": False, "reason": "--no-guard"}
+    assert json.loads((package / "manifest.json").read_text())["guard"] == {
+        "unguarded": True,
+        "passed": False,
+        "reason": "--no-guard",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +210,9 @@ def test_compile_seq_len_too_short(tiny_package, tmp_path):
 def test_ask_context_typo_and_empty_question(tiny_package):
     r = cli("ask", "--model", tiny_package, "--context", "pasage_typo.txt", "Who?")
     assert r.exit_code == 2
-    assert error_line(r) == "Error: --context pasage_typo.txt: no such file; pass an existing file (or @FILE), or the passage itself"
+    assert (
+        error_line(r) == "Error: --context pasage_typo.txt: no such file; pass an existing file (or @FILE), or the passage itself"
+    )
     r = cli("ask", "--model", tiny_package, "--context", CONTEXT, "")
     assert r.exit_code == 2 and "a question is empty" in error_line(r)
 
@@ -248,13 +266,18 @@ def test_compile_a_non_qa_onnx_names_the_users_file(tmp_path):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )
     onnx.save(helper.make_model(graph), str(tmp_path / "notqa.onnx"))
     r = cli("compile", tmp_path / "notqa.onnx", "-o", tmp_path / "p")
     assert r.exit_code == 1
-    assert error_line(r) == f"Error: {tmp_path / 'notqa.onnx'}: not an extractive-QA BERT model (no input input_ids, token_type_ids, attention_mask); export one with 'spanqa export'"
+    assert (
+        error_line(r)
+        == f"Error: {tmp_path / 'notqa.onnx'}: not an extractive-QA BERT model (no input input_ids, token_type_ids, attention_mask); export one with 'spanqa export'"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +311,9 @@ def test_os_error_is_one_line(tiny_package, tmp_path, monkeypatch):
     monkeypatch.setattr(spanqa.jobs.run, "run", full)
     r = cli("run", squad(tmp_path / "d.json"), "--model", tiny_package, "-o", tmp_path / "r")
     assert r.exit_code == 4
-    assert error_line(r) == f"Error: {tmp_path / 'r'}: No space left on device; check the path, its permissions and the free space"
+    assert (
+        error_line(r) == f"Error: {tmp_path / 'r'}: No space left on device; check the path, its permissions and the free space"
+    )
 
 
 def test_line_progress_when_not_a_terminal(capsys):

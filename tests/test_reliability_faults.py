@@ -20,7 +20,14 @@ from test_reliability_cli import squad
 
 def spanqa(*args, home: Path, **kwargs) -> subprocess.Popen:
     env = dict(os.environ, SPANQA_HOME=str(home))
-    return subprocess.Popen([sys.executable, "-m", "spanqa", "-q", *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "spanqa", "-q", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def wait_for(pattern: str, where: Path, proc: subprocess.Popen, timeout: float = 120.0) -> bool:
@@ -146,7 +153,9 @@ def article_slice(heldout_json, tmp_path) -> Path:
 
 def test_sigkill_during_infer_then_resume(standin_package, article_slice, tmp_path):
     home = tmp_path / "home"
-    prep = spanqa("preprocess", article_slice, "-o", tmp_path / "feats", "--model", standin_package, "--batch-size", "8", home=home)
+    prep = spanqa(
+        "preprocess", article_slice, "-o", tmp_path / "feats", "--model", standin_package, "--batch-size", "8", home=home
+    )
     assert prep.wait(300) == 0, prep.communicate()
     proc = spanqa("infer", "--model", standin_package, "--input", tmp_path / "feats", "-o", tmp_path / "out", home=home)
     assert wait_for("3_output_1.bin", tmp_path / "out", proc), proc.communicate()
@@ -156,7 +165,9 @@ def test_sigkill_during_infer_then_resume(standin_package, article_slice, tmp_pa
     assert done, "nothing finished before the kill"
     for path in done:  # every file under a final name is complete: float32 [8, 512]
         assert path.stat().st_size == 4 * 8 * 512
-    resume = spanqa("infer", "--model", standin_package, "--input", tmp_path / "feats", "-o", tmp_path / "out", "--resume", home=home)
+    resume = spanqa(
+        "infer", "--model", standin_package, "--input", tmp_path / "feats", "-o", tmp_path / "out", "--resume", home=home
+    )
     out, err = resume.communicate(timeout=600)
     assert resume.returncode == 0, err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -167,14 +178,19 @@ def test_sigkill_during_infer_then_resume(standin_package, article_slice, tmp_pa
 
 def test_sigterm_during_infer_says_how_to_resume(standin_package, article_slice, tmp_path):
     home = tmp_path / "home"
-    prep = spanqa("preprocess", article_slice, "-o", tmp_path / "feats", "--model", standin_package, "--batch-size", "8", home=home)
+    prep = spanqa(
+        "preprocess", article_slice, "-o", tmp_path / "feats", "--model", standin_package, "--batch-size", "8", home=home
+    )
     assert prep.wait(300) == 0
     proc = spanqa("infer", "--model", standin_package, "--input", tmp_path / "feats", "-o", tmp_path / "out", home=home)
     assert wait_for("1_output_1.bin", tmp_path / "out", proc), proc.communicate()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
-    assert err.strip().splitlines()[-1] == f"Interrupted. Finished batches are kept: rerun with --resume to complete {tmp_path / 'out'}."
+    assert (
+        err.strip().splitlines()[-1]
+        == f"Interrupted. Finished batches are kept: rerun with --resume to complete {tmp_path / 'out'}."
+    )
 
 
 # ---------------------------------------------------------------------------------------------

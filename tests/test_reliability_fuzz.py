@@ -19,7 +19,12 @@ from hypothesis import strategies as st
 from spanqa.errors import SpanQAError
 
 EXAMPLES = {"structure": 200, "pipeline": 80, "scoring": 200}
-FUZZ = dict(derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture], database=None)
+FUZZ = dict(
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    database=None,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -116,7 +121,9 @@ def test_features_answers_and_scores_never_crash(obj, length, stride, query, see
 
     try:
         examples = read_squad(_write(tmp_path_factory, obj))
-        features = build_features(examples, tokenizer, FeatureSettings(max_seq_length=length, doc_stride=stride, max_query_length=query))
+        features = build_features(
+            examples, tokenizer, FeatureSettings(max_seq_length=length, doc_stride=stride, max_query_length=query)
+        )
     except SpanQAError:
         return
     rng = np.random.default_rng(seed)
@@ -141,7 +148,10 @@ def test_features_answers_and_scores_never_crash(obj, length, stride, query, see
 
 
 @settings(max_examples=EXAMPLES["scoring"], **FUZZ)
-@given(golds=st.lists(st.lists(text, max_size=3), min_size=1, max_size=5), preds=st.lists(st.one_of(st.none(), text), min_size=5, max_size=5))
+@given(
+    golds=st.lists(st.lists(text, max_size=3), min_size=1, max_size=5),
+    preds=st.lists(st.one_of(st.none(), text), min_size=5, max_size=5),
+)
 def test_scoring_is_bounded_and_exact_match_implies_full_f1(golds, preds):
     from spanqa.answers.scoring import question_scores, score
     from spanqa.data.squad import Example

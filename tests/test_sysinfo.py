@@ -3,8 +3,7 @@
 from spanqa import sysinfo
 
 CPUINFO_SMT = "\n\n".join(
-    f"processor\t: {p}\nphysical id\t: 0\ncore id\t\t: {p // 2}\nflags\t\t: fpu avx2 fma avx512f avx512_vnni"
-    for p in range(4)
+    f"processor\t: {p}\nphysical id\t: 0\ncore id\t\t: {p // 2}\nflags\t\t: fpu avx2 fma avx512f avx512_vnni" for p in range(4)
 )
 
 

@@ -8,6 +8,7 @@ imports nothing heavy, so ``--help`` stays instant.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,12 +55,19 @@ class AnswerSettings:
     # only a feature's real tokens, which makes answers independent of how much padding a
     # batch carries (length-aware batching); True reproduces the reference on padded logits.
     rank_padding: bool = False
+    # SQuAD 2.0: the null answer ([CLS]) is a candidate, and a question answers "" when its
+    # null score minus its best span's score exceeds the threshold (Google BERT / Hugging Face).
+    # None: decided from the dataset / model package (spanqa.answers.squad2.resolve_version_2).
+    version_2_with_negative: bool | None = None
+    null_score_diff_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n_best_size < 1:
             raise UsageError(f"n_best_size must be at least 1, got {self.n_best_size}")
         if self.max_answer_length < 1:
             raise UsageError(f"max_answer_length must be at least 1, got {self.max_answer_length}")
+        if not math.isfinite(self.null_score_diff_threshold):
+            raise UsageError(f"null_score_diff_threshold must be a finite number, got {self.null_score_diff_threshold}")
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,9 @@ class CompileSettings:
     guard: str | None = None  # SQuAD JSON on which the new model must keep 99.5% of fp32's F1
     guard_questions: int = 1000
     unguarded: bool = False  # --no-guard: build a reduced-precision model nobody measured
+    # The SQuAD version the model was fine-tuned for (2: it answers "no answer"); None: detect
+    # from the checkpoint's name and config, else 1.
+    squad_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +202,54 @@ class BenchSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """``spanqa serve``: the HTTP service, its batching and its limits."""
+
+    target: str | None = None  # None: a package's own target; cpu-fp32 for a checkpoint
+    host: str = "127.0.0.1"  # loopback unless asked: the API has no TLS
+    port: int = 8000
+    replicas: int = 1
+    threads_per_replica: int | None = None  # None: the usable cores split between the replicas
+    # Serve's batch size, counted in padded tokens (see spanqa.serve.service.request_cost). A
+    # batch of this many tokens is 4 of the engine's 1,024-token model batches: enough to sort
+    # requests of mixed length, small enough that a batch takes tens of milliseconds.
+    max_batch_tokens: int = 4096
+    max_wait_ms: float = 5.0  # how long a batch waits to fill once its first request is in
+    # Requests each replica takes at once (in its batch queue or its running batch); more wait
+    # in Serve's queue at the proxy, up to max_queued, then get 503 + Retry-After.
+    max_ongoing: int = 64
+    max_queued: int = 128
+    retry_after_s: int = 1
+    request_timeout_s: float = 30.0
+    drain_timeout_s: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
+    address: str | None = None  # a running Ray cluster; None starts a local one
+    # Limits of one request (413 beyond them).
+    max_context_chars: int = 50_000
+    max_windows: int = 64  # windows of one question at its max_seq_len / doc_stride
+    max_inputs: int = 64  # questions in one list request
+    max_top_k: int = 20
+
+    def check(self) -> None:
+        for name in (
+            "port",
+            "replicas",
+            "max_batch_tokens",
+            "max_ongoing",
+            "max_queued",
+            "max_context_chars",
+            "max_windows",
+            "max_inputs",
+            "max_top_k",
+        ):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.threads_per_replica is not None and self.threads_per_replica < 1:
+            raise UsageError(f"threads_per_replica={self.threads_per_replica}: must be at least 1")
+        if self.max_wait_ms < 0 or self.request_timeout_s <= 0 or self.drain_timeout_s < 0:
+            raise UsageError("max_wait_ms and drain_timeout_s must be 0 or more, request_timeout_s more than 0")
+
+
+@dataclass(frozen=True)
 class RaySettings:
     """``spanqa run --engine ray``: how the job spreads over a Ray cluster (spanqa.scale)."""
 
@@ -231,5 +290,6 @@ __all__ = [
     "InferSettings",
     "RaySettings",
     "RunSettings",
+    "ServeSettings",
     "default",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -167,6 +168,16 @@ def _check_logits(features, start_logits, end_logits) -> tuple[np.ndarray, np.nd
     return start, end
 
 
+@dataclass
+class Answers:
+    """What ``predict_answers`` makes. The last two are set for SQuAD 2.0 only."""
+
+    predictions: dict[str, str]  # question id -> answer text ("" for no answer in 2.0)
+    nbest: dict[str, list[dict]]
+    null_odds: dict[str, float] | None = None  # null score - best span's score (null_odds.json)
+    best_spans: dict[str, str] | None = None  # the best non-null span, whatever the threshold
+
+
 def predict(
     features,
     start_logits: np.ndarray,
@@ -174,6 +185,18 @@ def predict(
     settings: AnswerSettings = AnswerSettings(),
     spans: bool = False,
 ) -> tuple[dict[str, str], dict[str, list[dict]]]:
+    """``(predictions, nbest)`` of ``predict_answers``."""
+    out = predict_answers(features, start_logits, end_logits, settings, spans)
+    return out.predictions, out.nbest
+
+
+def predict_answers(
+    features,
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    settings: AnswerSettings = AnswerSettings(),
+    spans: bool = False,
+) -> Answers:
     """Best answer and n-best list per question, as SpanBERT's run_squad.py (SQuAD v1.1) makes them.
 
     ``start_logits``/``end_logits`` are [num_features, L]; L may be shorter than
@@ -182,8 +205,13 @@ def predict(
     Returns ``(predictions, nbest)``: question id → answer text, and question id → list of
     ``{text, probability, start_logit, end_logit}`` best first (with ``spans``, also
     ``orig_words`` and ``orig_chars``: where the text lies among the example's words).
+
+    With ``settings.version_2_with_negative`` the null answer joins in as Google BERT's 2.0
+    run_squad.py adds it (see ``spanqa.answers.squad2``): an n-best candidate "", the answer ""
+    when the null odds exceed ``null_score_diff_threshold``, and ``null_odds``/``best_spans``.
     """
     from spanqa import progress
+    from spanqa.answers import squad2
 
     start, end = _check_logits(features, start_logits, end_logits)
     examples = features.examples
@@ -256,6 +284,11 @@ def predict(
         feat = cand_start = cand_end = cand_start_logit = cand_end_logit = []
         bounds = [0] * (len(examples) + 1)
 
+    version_2 = bool(settings.version_2_with_negative)  # None (undecided) is 1.1
+    if version_2:
+        nulls = squad2.null_scores(example_index, start, end, len(examples))
+        null_odds: dict[str, float] = {}
+        best_spans: dict[str, str] = {}
     predictions: dict[str, str] = {}
     all_nbest: dict[str, list[dict]] = {}
     for ex_i in progress.track(range(len(examples)), total=len(examples), desc="answers"):
@@ -283,7 +316,12 @@ def predict(
                 final_text = ""
             seen.add(final_text)
             nbest.append((final_text, cand_start_logit[j], cand_end_logit[j], span))
-        if not nbest:
+        if version_2:
+            null = ("", float(nulls.start_logit[ex_i]), float(nulls.end_logit[ex_i]), None)
+            nbest = squad2.insert_null(nbest, null, n_best)
+            answer, odds, best = squad2.decide(nbest, nulls.score[ex_i], settings.null_score_diff_threshold)
+            null_odds[example.qas_id], best_spans[example.qas_id] = odds, best
+        elif not nbest:
             nbest.append(("empty", 0.0, 0.0, None))
         probs = _compute_softmax([sl + el for _, sl, el, _ in nbest])
         entries = []
@@ -294,5 +332,7 @@ def predict(
                 entry["orig_words"], entry["orig_chars"] = span[:2], span[2:]
             entries.append(entry)
         all_nbest[example.qas_id] = entries
-        predictions[example.qas_id] = nbest[0][0]
-    return predictions, all_nbest
+        predictions[example.qas_id] = answer if version_2 else nbest[0][0]
+    if version_2:
+        return Answers(predictions, all_nbest, null_odds, best_spans)
+    return Answers(predictions, all_nbest)

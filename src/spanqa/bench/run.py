@@ -186,7 +186,7 @@ def time_dataset(engine, info: ModelInfo, batch_size: int, examples, settings: B
         pass_s=tuple(passes),
         model_s=tuple(model_s),
         stage_s={k: float(statistics.median(v)) for k, v in stages.items()},
-        exact_match=float(evaluation.scores["exact_match"]),
+        exact_match=float(evaluation.scores.get("exact_match", evaluation.scores.get("exact"))),  # 1.1 / 2.0 keys
         f1=float(evaluation.scores["f1"]),
         warmup_runs=warm,
         truncated=warm < settings.warmup or len(passes) < settings.repeat,

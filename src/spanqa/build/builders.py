@@ -30,6 +30,7 @@ FUSION_OPS = (
     "Gelu",
 )
 
+
 @dataclass
 class BuildContext:
     source: Path  # the exported (unfused, fp32) ONNX model
@@ -124,7 +125,9 @@ def calibration_inputs(ctx: BuildContext) -> list[dict[str, np.ndarray]]:
             )
     seq = ctx.settings.seq_len or min(512, ctx.model_info.get("max_positions", 512))
     step = max(1, len(examples) // max(1, ctx.settings.calibration_size))
-    features = build_features(examples[::step][: ctx.settings.calibration_size], ctx.tokenizer, FeatureSettings(max_seq_length=seq))
+    features = build_features(
+        examples[::step][: ctx.settings.calibration_size], ctx.tokenizer, FeatureSettings(max_seq_length=seq)
+    )
     items = []
     for i in range(len(features)):
         real = seq if ctx.settings.seq_len else int(features.input_mask[i].sum())
@@ -217,8 +220,6 @@ def build_ort_int8(ctx: BuildContext) -> None:
     ctx.manifest["quantization"] = "ONNX Runtime dynamic int8 (QInt8 weights, per-channel)"
 
 
-
-
 def build_gpu_fp16(ctx: BuildContext) -> None:
     optimized, counts = fuse_bert(ctx.source, ctx.model_info, use_gpu=True)
     # fp16 inside, int64 ids in and fp32 logits out, so callers see the same interface.
@@ -253,5 +254,3 @@ def build_gpu_trt(ctx: BuildContext) -> None:
         "trt_profile_max_shapes": profile(max_batch, max_seq),
         "fp16": True,
     }
-
-

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -177,7 +177,9 @@ def compile_model(
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             **ctx.manifest,
         )
-        package = ModelPackage(work, work / manifest.model_file, manifest, TokenizerSettings(work / "vocab.txt", tokenizer.do_lower_case))
+        package = ModelPackage(
+            work, work / manifest.model_file, manifest, TokenizerSettings(work / "vocab.txt", tokenizer.do_lower_case)
+        )
         shapes = verification_shapes(settings, max_positions)
         verification = verify_package(package, source, shapes, model_info.get("vocab_size", 1000), settings.seed)
         verification["tolerance"] = target.tolerance
@@ -188,7 +190,9 @@ def compile_model(
             )
         figures = None
         if target.guarded:
-            figures = guard(package, source) if guard is not None else {"unguarded": True, "passed": False, "reason": "--no-guard"}
+            figures = (
+                guard(package, source) if guard is not None else {"unguarded": True, "passed": False, "reason": "--no-guard"}
+            )
         manifest = replace(manifest, verification=verification, guard=figures)
         for name, path in (extra_files or {}).items():
             shutil.move(str(path), work / name)

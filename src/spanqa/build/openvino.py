@@ -10,6 +10,7 @@ from spanqa.errors import CompileError, missing_backend
 from spanqa.models.package import INPUT_NAMES
 from spanqa.runtimes.openvino import MODEL_XML, openvino
 
+
 def read_and_shape(source: Path, batch_size: int | None, seq_len: int | None):
     ov = openvino()
     model = ov.Core().read_model(str(source))
@@ -47,5 +48,3 @@ def quantize_int8(model, calibration: list[dict[str, np.ndarray]], subset_size: 
         )
     finally:
         nncf_logger.setLevel(level)
-
-

@@ -15,7 +15,6 @@ import click
 from spanqa import __version__
 from spanqa.errors import EXIT_DATA, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OUTPUT, SpanQAError, one_line
 
-
 _debug_flag = False  # --debug of the current invocation
 
 
@@ -74,9 +73,9 @@ def main(quiet: bool, debug: bool) -> None:
 
 
 def _register() -> None:
-    from spanqa.cli import ask, bench, data, download, evaluate, infer, model, run
+    from spanqa.cli import ask, bench, data, download, evaluate, infer, model, run, serve
 
-    for module in (download, model, data, infer, evaluate, run, ask, bench):
+    for module in (download, model, data, infer, evaluate, run, ask, bench, serve):
         for command in module.COMMANDS:
             main.add_command(command)
 

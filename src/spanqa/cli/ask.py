@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from spanqa.cli._common import quiet_option
+from spanqa.cli._common import quiet_option, squad2_options
 
 COMMANDS: list[click.Command] = []
 _LOOKS_LIKE_FILE = re.compile(r"^\S+(\.[A-Za-z0-9]{1,5}|/\S*)$")
@@ -48,9 +48,17 @@ def read_context(context: str | None, context_file: Path | None) -> str:
 @click.argument("questions", nargs=-1)
 @click.option("--n-best", type=click.IntRange(min=1), default=1, show_default=True, help="Answers shown per question.")
 @click.option("--threads", type=click.IntRange(min=1), default=None)
+@squad2_options
 @quiet_option
 def ask_cmd(
-    model: Path, context: str | None, context_file: Path | None, questions: tuple[str, ...], n_best: int, threads: int | None
+    model: Path,
+    context: str | None,
+    context_file: Path | None,
+    questions: tuple[str, ...],
+    n_best: int,
+    threads: int | None,
+    version_2: bool | None,
+    null_score_diff_threshold: float,
 ) -> None:
     """Answer QUESTIONS about a passage; with no QUESTIONS, read one per line from stdin
     (interactive when stdin is a terminal; an empty line or Ctrl-D ends)."""
@@ -59,19 +67,22 @@ def ask_cmd(
     from spanqa.cli.run import warn_unguarded
     from spanqa.engine import Engine
     from spanqa.errors import UsageError
+    from spanqa.settings import AnswerSettings, EngineSettings
 
     text = read_context(context, context_file)
     for q in questions:
         if not q.strip():
             raise UsageError("a question is empty; ask something, e.g. spanqa ask --context ... 'Who?'")
-    engine = Engine.load(model, threads=threads)
+    answers = AnswerSettings(version_2_with_negative=version_2, null_score_diff_threshold=null_score_diff_threshold)
+    engine = Engine.load(model, threads=threads, settings=EngineSettings(answers=answers))
     warn_unguarded(engine.package)
 
     def show(qs: list[str]) -> None:
         for q, answers in zip(qs, engine.answer_many([(q, text) for q in qs], top_k=n_best)):
             for k, a in enumerate(answers):
                 prefix = f"{q}\n  -> " if k == 0 else "  -> "
-                click.echo(f"{prefix}{a.text}  (p={a.score:.3f})")
+                odds = f", null odds {a.null_odds:.3f}" if a.null_odds is not None and k == 0 else ""
+                click.echo(f"{prefix}{a.text or '(no answer)'}  (p={a.score:.3f}{odds})")
 
     with engine:
         if questions:

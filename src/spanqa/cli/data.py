@@ -55,6 +55,13 @@ from spanqa.settings import FeatureSettings
     show_default=True,
     help="bin: raw int64 (msame); npy: NumPy files (ais_bench).",
 )
+@click.option(
+    "--version-2-with-negative/--no-version-2-with-negative",
+    "version_2",
+    default=None,
+    help="Record that these features are for SQuAD 2.0 answers ('spanqa evaluate' then lets the model answer "
+    '"") [default: on for a 2.0 dataset or a --model built for 2.0]. The features themselves are the same.',
+)
 @overwrite_option
 @quiet_option
 def preprocess(
@@ -68,6 +75,7 @@ def preprocess(
     max_query_length: int,
     batch_size: int,
     fmt: str,
+    version_2: bool | None,
     overwrite: bool,
 ) -> None:
     """Turn a SQuAD DATASET.json into the recipe's input folders plus feature metadata.
@@ -95,13 +103,27 @@ def preprocess(
         do_lower_case=tokenizer.do_lower_case,
     )
     settings.check()
-    features, manifest = run_preprocess(dataset, out_dir, tokenizer, settings, batch_size, fmt, overwrite=overwrite)
+    if version_2 is None and model is not None and _model_squad_version(model) == 2:
+        version_2 = True
+    features, manifest = run_preprocess(
+        dataset, out_dir, tokenizer, settings, batch_size, fmt, overwrite=overwrite, version_2_with_negative=version_2
+    )
     click.echo(
         f"{manifest['num_features']} features for {manifest['num_examples']} questions "
         f"({'uncased' if tokenizer.do_lower_case else 'cased'}, {tokenizer.vocab_path.name}) -> "
         f"{out_dir}: {manifest['num_batches']} batches of {batch_size} ({fmt}), "
         f"{manifest['num_padding_rows']} padding rows"
     )
+
+
+def _model_squad_version(model: Path) -> int | None:
+    from spanqa.answers.squad2 import detect_squad_version, package_squad_version
+    from spanqa.models.manifest import MANIFEST_NAME
+    from spanqa.models.package import open_package
+
+    if (model / MANIFEST_NAME).is_file():
+        return package_squad_version(open_package(model))
+    return detect_squad_version(model)
 
 
 COMMANDS: list[click.Command] = [preprocess]

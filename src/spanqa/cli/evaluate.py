@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from spanqa.cli._common import overwrite_option, quiet_option, setting
+from spanqa.cli._common import overwrite_option, quiet_option, setting, squad2_options, squad2_rows
 from spanqa.settings import AnswerSettings
 
 COMMANDS: list[click.Command] = []
@@ -45,6 +45,7 @@ COMMANDS: list[click.Command] = []
     is_flag=True,
     help="Let padding positions take part in the n-best ranking, exactly as run_squad.py on padded outputs.",
 )
+@squad2_options
 @overwrite_option
 @quiet_option
 def evaluate_cmd(
@@ -55,10 +56,13 @@ def evaluate_cmd(
     n_best: int,
     max_answer_length: int,
     rank_padding: bool,
+    version_2: bool | None,
+    null_score_diff_threshold: float,
     overwrite: bool,
 ) -> None:
-    """Turn inference outputs into answers and score them against DATASET (SQuAD v1.1 JSON):
-    exact match and F1 as the official script computes them."""
+    """Turn inference outputs into answers and score them against DATASET (SQuAD v1.1 or 2.0
+    JSON): exact match and F1 as the official scripts compute them (2.0: also HasAns / NoAns and
+    the best thresholds; null_odds.json beside the predictions)."""
     from spanqa.offline.evaluate import evaluate
 
     result = evaluate(
@@ -66,19 +70,31 @@ def evaluate_cmd(
         features_dir,
         outputs_dir,
         result_dir,
-        AnswerSettings(n_best_size=n_best, max_answer_length=max_answer_length, rank_padding=rank_padding),
+        AnswerSettings(
+            n_best_size=n_best,
+            max_answer_length=max_answer_length,
+            rank_padding=rank_padding,
+            version_2_with_negative=version_2,
+            null_score_diff_threshold=null_score_diff_threshold,
+        ),
         overwrite=overwrite,
     )
-    click.echo(
-        f"Exact match {result['exact_match']:.2f}  F1 {result['f1']:.2f}  "
-        f"over {result['total']} questions ({result['num_features']} features)"
-    )
+    if "exact" in result:  # SQuAD 2.0
+        click.echo(f"SQuAD 2.0 over {result['total']} questions ({result['num_features']} features):")
+        for key, value in squad2_rows(result):
+            click.echo(f"  {key}: {value}")
+    else:
+        click.echo(
+            f"Exact match {result['exact_match']:.2f}  F1 {result['f1']:.2f}  "
+            f"over {result['total']} questions ({result['num_features']} features)"
+        )
     if result["unanswered"]:
         click.echo(
             f"warning: {result['unanswered']} of {result['total']} questions in {dataset} had no prediction and scored 0",
             err=True,
         )
-    click.echo(f"Wrote predictions.json, nbest_predictions.json and result.json to {result_dir}")
+    odds = "null_odds.json, " if "best_f1" in result else ""
+    click.echo(f"Wrote predictions.json, nbest_predictions.json, {odds}and result.json to {result_dir}")
 
 
 COMMANDS.append(evaluate_cmd)

@@ -44,6 +44,14 @@ def _echo_manifest(out_dir: Path, manifest) -> None:
 
 def _shape_options(fn):
     fn = click.option(
+        "--squad-version",
+        type=click.Choice(["1", "2"]),
+        default=None,
+        help="The SQuAD version the model was fine-tuned for, recorded in the package: 2 makes run/ask/the "
+        'engine let it answer "" (no answer) [default: 2 when the checkpoint\'s name or config says squad2/'
+        "squad_v2/squad-2.0, else 1].",
+    )(fn)
+    fn = click.option(
         "--no-guard", is_flag=True, help="Build a reduced-precision target without the accuracy guard (recorded as unguarded)."
     )(fn)
     fn = setting(
@@ -105,13 +113,17 @@ def compile_cmd(model: Path, output: Path, overwrite: bool, **options) -> None:
     Reduced-precision targets need --guard DATASET (or an explicit --no-guard)."""
     from spanqa.build.compile import compile_model
 
-    settings, guard = _compile_settings(**options)
+    settings, guard = _compile_settings(model, **options)
     manifest = compile_model(model, output, settings, guard=guard, overwrite=overwrite)
     _echo_manifest(output, manifest)
 
 
-def _compile_settings(target, batch_size, seq_len, calibration, calibration_size, guard, guard_questions, no_guard):
+def _compile_settings(
+    source, target, batch_size, seq_len, calibration, calibration_size, guard, guard_questions, no_guard, squad_version
+):
     """CompileSettings and the guard check the options ask for."""
+    from spanqa.answers.squad2 import detect_squad_version
+
     if guard and no_guard:
         raise click.UsageError("give either --guard or --no-guard, not both")
     settings = CompileSettings(
@@ -123,6 +135,7 @@ def _compile_settings(target, batch_size, seq_len, calibration, calibration_size
         guard=str(guard) if guard else None,
         guard_questions=guard_questions,
         unguarded=no_guard,
+        squad_version=int(squad_version) if squad_version else detect_squad_version(source),
     )
     check = None
     if guard:
@@ -143,7 +156,7 @@ def convert_cmd(checkpoint: Path, output: Path, opset: int, overwrite: bool, **o
     """Export CHECKPOINT and compile it in one step (the recipe's pth2om.sh); keeps the exported ONNX."""
     from spanqa.build.compile import convert_checkpoint
 
-    settings, guard = _compile_settings(**options)
+    settings, guard = _compile_settings(checkpoint, **options)
     report, manifest = convert_checkpoint(
         checkpoint, output, settings, ExportSettings(opset=opset), guard=guard, overwrite=overwrite
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from spanqa.cli._common import overwrite_option, quiet_option, setting
+from spanqa.cli._common import overwrite_option, quiet_option, setting, squad2_options, squad2_rows
 from spanqa.settings import AnswerSettings, BatchingSettings, FeatureSettings, GuardSettings, RaySettings, RunSettings
 
 COMMANDS: list[click.Command] = []
@@ -22,7 +22,9 @@ def print_run_table(report) -> None:
     r = report.result
     lat = s["inference"].get("latency_ms") or {}
     rows = [("questions", f"{s['questions']}"), ("features", f"{s['features']}")]
-    if r is not None:
+    if r is not None and "exact" in r:  # SQuAD 2.0 metrics
+        rows += squad2_rows(r)
+    elif r is not None:
         rows += [("exact match", f"{r['exact_match']:.2f}"), ("F1", f"{r['f1']:.2f}")]
     rows += [
         ("end-to-end questions/s", _fmt(s["end_to_end_questions_per_s"], ".2f")),
@@ -31,11 +33,12 @@ def print_run_table(report) -> None:
         ("target / runtime / threads", f"{s['target']} / {s['runtime']['name']} / {s['threads']}"),
     ]
     width = max(len(k) for k, _ in rows)
-    click.echo("-" * (width + 16))
+    cell = max(12, *(len(v) for _, v in rows))
+    click.echo("-" * (width + cell + 4))
     for key, value in rows:
-        click.echo(f"{key:<{width}}  {value:>12}")
-    click.echo("-" * (width + 16))
-    names = ["predictions.json", "nbest_predictions.json", "result.json", "summary.json", "predictions.jsonl"]
+        click.echo(f"{key:<{width}}  {value:>{cell}}")
+    click.echo("-" * (width + cell + 4))
+    names = ["predictions.json", "nbest_predictions.json", "null_odds.json", "result.json", "summary.json", "predictions.jsonl"]
     names = [n for n in names if (report.result_dir / n).is_file()]
     written = f"{', '.join(names[:-1])} and {names[-1]}"
     if r is None:
@@ -102,6 +105,12 @@ def print_workers(report) -> None:
 @setting(FeatureSettings, "max_query_length", "--max-query-length", type=click.IntRange(min=1))
 @setting(AnswerSettings, "n_best_size", "--n-best", type=click.IntRange(min=1))
 @setting(AnswerSettings, "max_answer_length", "--max-answer-length", type=click.IntRange(min=1))
+@squad2_options
+@click.option(
+    "--tune-threshold",
+    is_flag=True,
+    help="SQuAD 2.0: answer at the threshold that maximises F1 on DATASET and record it in result.json.",
+)
 @click.option(
     "--guard",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -164,6 +173,9 @@ def run_cmd(
     max_query_length,
     n_best,
     max_answer_length,
+    version_2,
+    null_score_diff_threshold,
+    tune_threshold,
     guard,
     no_guard,
     guard_questions,
@@ -244,13 +256,20 @@ def run_cmd(
         batch_size=batch_size,
         threads=threads,
         features=FeatureSettings(max_seq_length=length, doc_stride=doc_stride, max_query_length=max_query_length),
-        answers=AnswerSettings(n_best_size=n_best, max_answer_length=max_answer_length),
+        answers=AnswerSettings(
+            n_best_size=n_best,
+            max_answer_length=max_answer_length,
+            version_2_with_negative=version_2,
+            null_score_diff_threshold=null_score_diff_threshold,
+        ),
         batching=BatchingSettings(token_budget=token_budget, length_aware=not no_length_aware),
     )
     if engine == "ray":
         from spanqa import progress
         from spanqa.scale.report import run_job
 
+        if tune_threshold:
+            raise click.UsageError("--tune-threshold is for --engine local")
         ray_settings = RaySettings(
             address=address,
             workers=workers,
@@ -263,7 +282,9 @@ def run_cmd(
         print_run_table(report)
         print_workers(report)
         return
-    report = run(dataset, package, result_dir, settings, keep_files=keep_files, overwrite=overwrite)
+    report = run(
+        dataset, package, result_dir, settings, keep_files=keep_files, overwrite=overwrite, tune_threshold=tune_threshold
+    )
     print_run_table(report)
 
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from spanqa.data.features import UNIQUE_ID_BASE, Features, build_features, no_gc
-from spanqa.data.squad import Example, read_squad
+from spanqa.data.squad import Example, is_squad2, read_squad
 from spanqa.data.vocab import TokenizerSettings
 from spanqa.errors import FeaturesError
 from spanqa.fileutil import check_output
@@ -127,6 +127,7 @@ def write_features(
     tokenizer: TokenizerSettings | None = None,
     dataset: str | Path | None = None,
     overwrite: bool = False,
+    version_2_with_negative: bool = False,
 ) -> dict[str, Any]:
     """Write the recipe's folders (input_ids/, input_mask/, segment_ids/ with one file per
     batch), the metadata and manifest.json; returns the manifest.
@@ -135,6 +136,7 @@ def write_features(
     ``out_dir`` is replaced only if it is itself a features directory and ``overwrite`` is set
     (``fileutil.check_output``). ``tokenizer`` and
     ``dataset`` only feed the manifest's provenance (vocab and dataset sha256).
+    ``version_2_with_negative`` is recorded (as true only) for ``spanqa evaluate``'s default.
     """
     from spanqa import __version__, progress
     from spanqa.fileutil import atomic_dir, sha256_file
@@ -173,6 +175,8 @@ def write_features(
         "dataset_sha256": sha256_file(dataset) if dataset is not None else None,
         "metadata": {"features": FEATURES_NPZ, "examples": EXAMPLES_JSON},
     }
+    if version_2_with_negative:  # absent otherwise: 1.1 manifests stay as they were
+        manifest["version_2_with_negative"] = True
     sources = {
         "input_ids": features.input_ids,
         "input_mask": features.input_mask,
@@ -354,13 +358,27 @@ def preprocess(
     batch_size: int = 1,
     fmt: str = "bin",
     overwrite: bool = False,
+    version_2_with_negative: bool | None = None,
 ) -> tuple[Features, dict[str, Any] | None]:
-    """read_squad + build_features (+ write_features when ``out_dir`` is given)."""
+    """read_squad + build_features (+ write_features when ``out_dir`` is given). The features
+    are the same for SQuAD 2.0; ``version_2_with_negative`` (None: whether the dataset is 2.0)
+    is recorded so that ``spanqa evaluate`` turns the null answer on by default."""
     if out_dir is not None:  # refuse a bad output before the work, not after
         check_output(out_dir, "features", overwrite=overwrite, inputs=(dataset,))
     examples = read_squad(dataset)
     features = build_features(examples, tokenizer, settings)
     manifest = None
     if out_dir is not None:
-        manifest = write_features(features, out_dir, batch_size, fmt, tokenizer=tokenizer, dataset=dataset, overwrite=overwrite)
+        if version_2_with_negative is None:
+            version_2_with_negative = is_squad2(examples)
+        manifest = write_features(
+            features,
+            out_dir,
+            batch_size,
+            fmt,
+            tokenizer=tokenizer,
+            dataset=dataset,
+            overwrite=overwrite,
+            version_2_with_negative=version_2_with_negative,
+        )
     return features, manifest

@@ -13,7 +13,7 @@ from typing import Any
 from spanqa.data.tokenization import split_words, word_spans
 from spanqa.errors import DatasetError
 
-__all__ = ["Example", "examples_from_text", "read_squad", "split_words"]
+__all__ = ["Example", "examples_from_text", "is_squad2", "read_squad", "split_words"]
 
 
 @dataclass
@@ -22,7 +22,8 @@ class Example:
     question_text: str
     doc_tokens: list[str]  # the context split into words on whitespace (run_squad semantics)
     answers: list[str] = field(default_factory=list)  # gold answer texts (may be empty)
-    is_impossible: bool = False
+    # SQuAD 2.0: True for a question without an answer; None when the file says nothing (1.1).
+    is_impossible: bool | None = None
     context: str | None = None  # the passage itself, when known: answers get character offsets
     word_starts: list[int] | None = None  # offset of each of doc_tokens in context
 
@@ -48,6 +49,9 @@ def _article_label(index: int, article: Any) -> str:
 def read_squad(path: str | Path) -> list[Example]:
     """Every question of a SQuAD v1.1 / v2.0 file, in file order.
 
+    2.0 questions carry ``is_impossible`` (True: no answer, empty ``answers``); a 1.1 file's
+    questions have ``is_impossible=None`` and are read exactly as before.
+
     Raises DatasetError (one line, naming the file and the article / question) when the file
     is unreadable, not JSON, not SQuAD-shaped, or repeats a question id.
     """
@@ -70,6 +74,9 @@ def read_squad(path: str | Path) -> list[Example]:
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise DatasetError(f"{path}: not a SQuAD file: expected a JSON object with a 'data' list of articles")
 
+    # A 2.0 file says so by its version or by is_impossible on its questions; a question of
+    # a "v2.0" file without the flag is impossible exactly when it has no answers.
+    version_2 = str(data.get("version", "")).startswith("v2")
     examples: list[Example] = []
     seen: dict[str, str] = {}
     for a, article in enumerate(data["data"]):
@@ -114,22 +121,14 @@ def read_squad(path: str | Path) -> list[Example]:
                 question = qa["question"]
                 if not isinstance(question, str):
                     raise DatasetError(f"{path}: {qwhere}: 'question' is not a string")
-                impossible = qa.get("is_impossible", False)
-                if not isinstance(impossible, bool):
-                    raise DatasetError(f"{path}: {qwhere}: 'is_impossible' is not true/false")
-                answers = qa.get("answers", [])
-                if answers is None:
-                    answers = []
-                if not isinstance(answers, list) or not all(
-                    isinstance(x, dict) and isinstance(x.get("text"), str) for x in answers
-                ):
-                    raise DatasetError(f"{path}: {qwhere}: 'answers' must be a list of objects with a 'text' string")
+                answers = _answer_list(qa, "answers", f"{path}: {qwhere}")
+                impossible = _impossible(qa, answers, version_2, f"{path}: {qwhere}")
                 examples.append(
                     Example(
                         qas_id=qas_id,
                         question_text=question,
                         doc_tokens=doc_tokens,
-                        answers=[x["text"] for x in answers],
+                        answers=answers,
                         is_impossible=impossible,
                         context=context,
                         word_starts=word_starts,
@@ -138,6 +137,41 @@ def read_squad(path: str | Path) -> list[Example]:
     if not examples:
         raise DatasetError(f"{path}: no questions found; pass a SQuAD file with 'qas'")
     return examples
+
+
+def is_squad2(examples) -> bool:
+    """Whether parsed examples come from a SQuAD 2.0 file (their ``is_impossible`` is set)."""
+    return any(ex.is_impossible is not None for ex in examples)
+
+
+def _answer_list(qa: dict, key: str, where: str) -> list[str]:
+    answers = qa.get(key)
+    if answers is None:
+        return []
+    if not isinstance(answers, list) or not all(isinstance(x, dict) and isinstance(x.get("text"), str) for x in answers):
+        raise DatasetError(f"{where}: {key!r} must be a list of objects with a 'text' string")
+    return [x["text"] for x in answers]
+
+
+def _impossible(qa: dict, answers: list[str], version_2: bool, where: str) -> bool | None:
+    """SQuAD 2.0's is_impossible, checked against the answers (None for a 1.1 question)."""
+    if "is_impossible" not in qa:
+        return (not answers) if version_2 else None
+    impossible = qa["is_impossible"]
+    if not isinstance(impossible, bool):
+        raise DatasetError(f"{where}: 'is_impossible' is not true/false")
+    _answer_list(qa, "plausible_answers", where)  # the shape only: nothing reads them
+    if impossible and answers:
+        n = len(answers)
+        raise DatasetError(
+            f"{where}: marked is_impossible but has {n} answer{'s' if n > 1 else ''}; an unanswerable "
+            "question takes 'answers': [] (its guesses go in 'plausible_answers')"
+        )
+    if not impossible and not answers:
+        raise DatasetError(
+            f"{where}: answerable (is_impossible false) but has no answers; give its answers or set is_impossible true"
+        )
+    return impossible
 
 
 # ---------------------------------------------------------------------------------------------

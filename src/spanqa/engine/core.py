@@ -29,7 +29,9 @@ class Question:
 class Answer:
     """An answer span. ``context[start:end] == text``; ``score`` is its probability among the
     n-best (softmax over start+end logits, as run_squad computes it). A question with no span
-    that fits gets ``text == ""`` and ``start == end == 0``."""
+    that fits gets ``text == ""`` and ``start == end == 0``; so does one the model says has no
+    answer (SQuAD 2.0), whose logits are then the null score's. ``null_odds`` (2.0 only) is the
+    question's null score minus its best span's: above the threshold means "no answer"."""
 
     id: str
     text: str
@@ -38,9 +40,13 @@ class Answer:
     end: int
     start_logit: float
     end_logit: float
+    null_odds: float | None = None
 
     def to_json(self) -> dict:
-        return {"answer": self.text, "score": self.score, "start": self.start, "end": self.end}
+        out = {"answer": self.text, "score": self.score, "start": self.start, "end": self.end}
+        if self.null_odds is not None:
+            out["null_odds"] = self.null_odds
+        return out
 
 
 @dataclass
@@ -54,6 +60,8 @@ class Prediction:
     end_logits: np.ndarray
     stats: Any  # spanqa.runtimes.stats.InferenceStats
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    null_odds: dict[str, float] | None = None  # SQuAD 2.0: question id -> null odds
+    best_spans: dict[str, str] | None = None  # SQuAD 2.0: question id -> best non-null span
 
     @property
     def questions_per_s(self) -> float:
@@ -63,7 +71,8 @@ class Prediction:
 
 @dataclass
 class Evaluation(Prediction):
-    scores: dict[str, Any] = field(default_factory=dict)  # exact_match, f1, total, unanswered
+    # 1.1: exact_match, f1, total, unanswered; 2.0: the official 2.0 keys (answers.squad2)
+    scores: dict[str, Any] = field(default_factory=dict)
 
 
 def examples_from_questions(questions: Iterable[Question | tuple[str, str] | dict], start: int = 0) -> list:
@@ -103,7 +112,11 @@ class Engine:
         self.package = package
         self.threads = threads or default_threads()
         self.runtime = runtime if runtime is not None else open_runtime(package, RuntimeOptions(threads=self.threads))
-        self.settings = replace(settings, features=self._fit_features(settings.features))
+        from spanqa.answers.squad2 import resolve_version_2
+
+        # A package built for SQuAD 2.0 answers "no answer" unless the settings say otherwise.
+        answers = resolve_version_2(settings.answers, package=package)
+        self.settings = replace(settings, features=self._fit_features(settings.features), answers=answers)
 
     @classmethod
     def load(
@@ -209,42 +222,54 @@ class Engine:
 
     def predict(self, examples: Sequence, desc: str = "infer", spans: bool = False) -> Prediction:
         """Answers to parsed examples (all in memory; ``stream`` bounds memory)."""
-        from spanqa.answers.extraction import predict
+        from spanqa.answers.extraction import predict_answers
 
         t0 = time.perf_counter()
         features = self.features(examples)
         t1 = time.perf_counter()
         start, end, stats = self.logits(features, desc=desc)
         t2 = time.perf_counter()
-        predictions, nbest = predict(features, start, end, self.settings.answers, spans=spans)
+        a = predict_answers(features, start, end, self.settings.answers, spans=spans)
         t3 = time.perf_counter()
         timings = {"preprocess_s": t1 - t0, "inference_s": t2 - t1, "answers_s": t3 - t2}
-        return Prediction(predictions, nbest, features, start, end, stats, timings)
+        return Prediction(a.predictions, a.nbest, features, start, end, stats, timings, a.null_odds, a.best_spans)
 
     def evaluate(self, examples: Sequence, desc: str = "infer") -> Evaluation:
-        """``predict`` plus the official SQuAD scores against the examples' gold answers."""
+        """``predict`` plus the official SQuAD scores against the examples' gold answers (the
+        2.0 metrics for a 2.0 dataset or when the null answer is on)."""
+        from spanqa.answers import squad2
         from spanqa.answers.scoring import score
 
         p = self.predict(examples, desc=desc)
         t0 = time.perf_counter()
-        scores = score(examples, p.predictions)
+        if p.null_odds is not None or squad2.is_squad2(examples):
+            scores = squad2.score_examples(examples, p.predictions, p.null_odds, p.best_spans)
+        else:
+            scores = score(examples, p.predictions)
         p.timings["score_s"] = time.perf_counter() - t0
         return Evaluation(**vars(p), scores=scores)
 
     # ----------------------------------------------------------------------------------------
     # Strings in, answers out
 
-    def answer(self, question: str, context: str, top_k: int = 1) -> Answer | list[Answer]:
-        """The best answer (``top_k=1``) or the ``top_k`` best, as Hugging Face's pipeline does."""
-        result = self.answer_many([Question(question, context, "0")], top_k=top_k)[0]
+    def answer(
+        self, question: str, context: str, top_k: int = 1, handle_impossible_answer: bool | None = None
+    ) -> Answer | list[Answer]:
+        """The best answer (``top_k=1``) or the ``top_k`` best, as Hugging Face's pipeline does.
+        ``handle_impossible_answer`` (as the pipeline's) turns the null answer on or off; None
+        keeps the engine's setting (on for a package built for SQuAD 2.0)."""
+        result = self.answer_many([Question(question, context, "0")], top_k, handle_impossible_answer)[0]
         return result[0] if top_k == 1 else result
 
-    def answer_many(self, questions: Iterable, top_k: int = 1) -> list[list[Answer]]:
+    def answer_many(
+        self, questions: Iterable, top_k: int = 1, handle_impossible_answer: bool | None = None
+    ) -> list[list[Answer]]:
         """The ``top_k`` best answers of each question (Question, (question, context) or dict),
-        with length-aware batching across all of them."""
+        with length-aware batching across all of them. The first is "" (start = end = 0) when
+        the null answer is on and the model says there is no answer."""
         _check_questions(questions := list(questions))
         examples = examples_from_questions(questions)
-        return self._answers(examples, top_k, desc="answer")
+        return self._answers(examples, top_k, desc="answer", version_2=handle_impossible_answer)
 
     def stream(self, questions: Iterable, top_k: int = 1, chunk: int | None = None) -> Iterator[list[tuple[Any, list[Answer]]]]:
         """Answers for any number of questions with bounded memory: questions are taken
@@ -272,7 +297,7 @@ class Engine:
             examples = examples_from_questions(items, start=index)
         return list(zip(examples, self._answers(examples, top_k, desc="answer")))
 
-    def _answers(self, examples: list, top_k: int, desc: str) -> list[list[Answer]]:
+    def _answers(self, examples: list, top_k: int, desc: str, version_2: bool | None = None) -> list[list[Answer]]:
         if top_k < 1:
             raise UsageError(f"top_k {top_k}: must be at least 1")
         if not examples:
@@ -280,9 +305,21 @@ class Engine:
         settings = self.settings.answers
         if settings.n_best_size < top_k:
             settings = replace(settings, n_best_size=top_k)
+        if version_2 is not None and version_2 != settings.version_2_with_negative:
+            settings = replace(settings, version_2_with_negative=version_2)
         engine = self if settings is self.settings.answers else _with_answers(self, settings)
         p = engine.predict(examples, desc=desc, spans=True)
-        return [[span_answer(ex, cand) for cand in p.nbest[ex.qas_id][:top_k]] for ex in examples]
+        out = []
+        for ex in examples:
+            nbest = p.nbest[ex.qas_id]
+            odds = None
+            if p.null_odds is not None:
+                # The decision (odds against the threshold) leads, then the rest by score.
+                odds = p.null_odds[ex.qas_id]
+                lead = next((c for c in nbest if c["text"] == p.predictions[ex.qas_id]), nbest[0])
+                nbest = [lead, *(c for c in nbest if c is not lead)]
+            out.append([span_answer(ex, cand, odds) for cand in nbest[:top_k]])
+        return out
 
     def info(self) -> dict:
         from spanqa.runtimes import runtime_info
@@ -314,7 +351,7 @@ def _check_questions(items: list, start: int = 0) -> None:
                 raise UsageError(f"question {q.id or i}: '{name}' is empty")
 
 
-def span_answer(example, cand: dict) -> Answer:
+def span_answer(example, cand: dict, null_odds: float | None = None) -> Answer:
     """An Answer whose offsets slice the example's context to its text."""
     start = end = 0
     text = ""  # no span fits (run_squad's "empty" placeholder, or the null answer)
@@ -326,7 +363,14 @@ def span_answer(example, cand: dict) -> Answer:
         end = _context_offset(example, first, last, hi - 1) + 1
         text = example.context[start:end]
     return Answer(
-        example.qas_id, text, float(cand["probability"]), start, end, float(cand["start_logit"]), float(cand["end_logit"])
+        example.qas_id,
+        text,
+        float(cand["probability"]),
+        start,
+        end,
+        float(cand["start_logit"]),
+        float(cand["end_logit"]),
+        null_odds,
     )
 
 

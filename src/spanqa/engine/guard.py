@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from spanqa.errors import GuardError, UsageError
-from spanqa.settings import EngineSettings, GuardSettings
+from spanqa.settings import AnswerSettings, EngineSettings, GuardSettings
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,10 @@ def check(candidate, reference, settings: GuardSettings, threads: int | None = N
     scores = {}
     for name, model in (("reference", reference), ("candidate", candidate)):
         package = model if isinstance(model, ModelPackage) else open_package(Path(model))
-        with Engine(package, threads=threads, settings=EngineSettings()) as engine:
+        # Spans against spans: a 2.0 package would answer "" where its fp32 source (a bare .onnx,
+        # built for no version) answers a span, and the guard measures the spans.
+        plain = EngineSettings(answers=AnswerSettings(version_2_with_negative=False))
+        with Engine(package, threads=threads, settings=plain) as engine:
             prediction = engine.predict(examples, desc=f"guard ({name})")
         ems, f1s, _ = question_scores(examples, prediction.predictions)
         scores[name] = (ems, f1s)

@@ -48,6 +48,8 @@ def cache_key(source: str, settings: CompileSettings) -> str:
     """The package cache key: the source's content, the target's settings (data files by their
     sha256, not their path) and the spanqa version."""
     fields = asdict(settings)
+    if fields.get("squad_version") is None:
+        del fields["squad_version"]  # keys of packages cached before 2.0 support stay valid
     for name in ("calibration", "guard"):
         fields[name] = _sha(fields[name])
     blob = json.dumps({"source": source, "settings": fields, "spanqa": __version__}, sort_keys=True)
@@ -94,7 +96,10 @@ def resolve_model(
         raise UsageError(f"{path}: {what}; pass a model package, a .onnx or a checkpoint directory")
     target = target or "cpu-fp32"
     entry = registry.get_target(target)
-    settings = CompileSettings(target=target, unguarded=unguarded and entry.guarded)
+    from spanqa.answers.squad2 import detect_squad_version
+
+    squad_version = detect_squad_version(path)  # recorded: the package then knows it answers 2.0
+    settings = CompileSettings(target=target, unguarded=unguarded and entry.guarded, squad_version=squad_version)
     if entry.guarded:
         if guard is not None and not unguarded:
             settings = replace(settings, guard=str(guard.dataset), guard_questions=guard.questions)

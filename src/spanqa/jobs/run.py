@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from spanqa import __version__
+from spanqa.errors import UsageError
 from spanqa.settings import RunSettings
 
 
@@ -31,10 +32,17 @@ def run(
     *,
     keep_files: bool = False,
     overwrite: bool = False,
+    tune_threshold: bool = False,
 ) -> RunReport:
     """preprocess -> infer -> evaluate -> report in memory, through the engine; the result
-    directory appears complete or not at all. ``model`` is a model package (or its path)."""
+    directory appears complete or not at all. ``model`` is a model package (or its path).
+
+    The null answer (SQuAD 2.0) is on when ``settings.answers`` says so, or, left undecided,
+    for a 2.0 dataset or a package built for 2.0; null_odds.json is then written too.
+    ``tune_threshold`` answers at the threshold that maximises F1 (best_f1_thresh) instead of
+    ``null_score_diff_threshold`` and records it in result.json."""
     from spanqa.answers.scoring import has_gold
+    from spanqa.answers.squad2 import is_squad2, resolve_version_2
     from spanqa.data.squad import read_squad
     from spanqa.engine import Engine
     from spanqa.fileutil import check_output
@@ -45,12 +53,20 @@ def run(
     t_read = time.perf_counter()
     examples = read_squad(dataset)  # carries every gold answer: scoring needs no second read
     read_s = time.perf_counter() - t_read
+    settings = replace(settings, answers=resolve_version_2(settings.answers, examples=examples, package=package))
+    version_2 = settings.answers.version_2_with_negative
+    if tune_threshold and not version_2:
+        raise UsageError("--tune-threshold needs the null answer: a SQuAD 2.0 dataset or --version-2-with-negative")
+    scored = has_gold(examples) or is_squad2(examples)  # 2.0: no answers is a gold answer
+    if tune_threshold and not scored:
+        raise UsageError(f"--tune-threshold: {dataset} has no gold answers to tune on; pass a labelled file")
     t_load = time.perf_counter()
     with Engine(package, threads=settings.threads, settings=settings.engine()) as engine:
         load_s = time.perf_counter() - t_load
-        scored = has_gold(examples)
         evaluation = engine.evaluate(examples) if scored else engine.predict(examples)
         evaluation.timings.update(read_s=read_s, load_s=load_s)
+        if tune_threshold:
+            engine.settings = replace(engine.settings, answers=_tune(evaluation, examples, engine.settings.answers))
         summary = job_summary(engine, dataset, evaluation)
     result = None
     if scored:
@@ -65,8 +81,21 @@ def run(
                 "feature_settings": asdict(evaluation.features.settings),
             }
         )
+    if version_2 and result is not None:
+        result["null_score_diff_threshold"] = engine.settings.answers.null_score_diff_threshold
+        result["threshold_tuned"] = tune_threshold
     write_run(result_dir, evaluation, result, summary, settings, package.tokenizer, dataset, keep_files, overwrite)
     return RunReport(evaluation, summary, result, Path(result_dir))
+
+
+def _tune(evaluation, examples, answers):
+    """Re-answer at the best-F1 threshold and re-score; the answer settings that say so."""
+    from spanqa.answers import squad2
+
+    best = evaluation.scores["best_f1_thresh"]
+    evaluation.predictions = squad2.apply_threshold(evaluation.best_spans, evaluation.null_odds, best)
+    evaluation.scores = squad2.score_examples(examples, evaluation.predictions, evaluation.null_odds, evaluation.best_spans)
+    return replace(answers, null_score_diff_threshold=best)
 
 
 def job_summary(engine, dataset, evaluation) -> dict:
@@ -112,6 +141,10 @@ def write_run(result_dir, evaluation, result, summary, settings, tokenizer, data
     result_dir = Path(result_dir)
     result_dir.parent.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Any] = {"summary.json": summary}
+    if evaluation.null_odds is not None:
+        from spanqa.answers.squad2 import NULL_ODDS_FILE
+
+        extra[NULL_ODDS_FILE] = evaluation.null_odds
     with tempfile.TemporaryDirectory(prefix=f".{result_dir.name}.keep.", dir=result_dir.parent) as keep:
         dirs = _keep_files(evaluation, Path(keep), settings, tokenizer, dataset) if keep_files else {}
         write_results(
@@ -133,7 +166,14 @@ def _keep_files(evaluation, keep: Path, settings: RunSettings, tokenizer, datase
     from spanqa.data.folders import write_features
 
     batch = settings.batch_size or 1
-    write_features(evaluation.features, keep / "features", batch, tokenizer=tokenizer, dataset=dataset)
+    write_features(
+        evaluation.features,
+        keep / "features",
+        batch,
+        tokenizer=tokenizer,
+        dataset=dataset,
+        version_2_with_negative=bool(settings.answers.version_2_with_negative),
+    )
     n, width = evaluation.start_logits.shape
     out = keep / "outputs"
     out.mkdir()

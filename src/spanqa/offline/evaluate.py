@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from spanqa.answers.extraction import predict
+from spanqa.answers.extraction import predict_answers
 from spanqa.answers.results import write_results
 from spanqa.answers.scoring import score
+from spanqa.answers.squad2 import NULL_ODDS_FILE, is_squad2, resolve_version_2, score_examples
 from spanqa.data.folders import load_features, read_features_manifest
 from spanqa.data.squad import read_squad
 from spanqa.errors import DatasetError, FeaturesError
@@ -63,8 +64,13 @@ def evaluate(
         )
     lengths = np.fromiter((len(t) for t in features.tokens), dtype=np.int64, count=len(features))
     start, end = read_logits(outputs_dir, batch_size, lengths, features.settings.max_seq_length)
-    predictions, nbest = predict(features, start, end, settings)
-    scores = score(examples, predictions)
+    settings = resolve_version_2(settings, examples=examples, features_manifest=manifest)
+    answers = predict_answers(features, start, end, settings)
+    predictions, nbest = answers.predictions, answers.nbest
+    if answers.null_odds is not None or is_squad2(examples):
+        scores = score_examples(examples, predictions, answers.null_odds, answers.best_spans)
+    else:
+        scores = score(examples, predictions)
     answered = scores["total"] - scores["unanswered"]
     if answered == 0:
         raise DatasetError(
@@ -81,6 +87,9 @@ def evaluate(
         "features": str(features_dir),
         "outputs": str(outputs_dir),
     }
+    if answers.null_odds is not None:
+        result["null_score_diff_threshold"] = settings.null_score_diff_threshold
+        extra_files = {**(extra_files or {}), NULL_ODDS_FILE: answers.null_odds}
     write_results(result_dir, predictions, nbest, result, extra_files=extra_files, overwrite=overwrite, inputs=inputs)
     return result
 

@@ -63,7 +63,8 @@ def perf_from_summary(summary: dict, source: str = "summary.json", batch_size: i
 
 def accuracy_line(result: dict, source: str = "result.json") -> str:
     try:
-        em, f1 = float(result["exact_match"]), float(result["f1"])
+        em = float(result["exact_match"] if "exact_match" in result else result["exact"])  # 1.1 or 2.0
+        f1 = float(result["f1"])
     except (KeyError, TypeError, ValueError):
         raise InferenceError(f"{source}: no exact_match/f1; is this a result.json from 'spanqa evaluate'?") from None
     total = result.get("total")

@@ -44,6 +44,7 @@ def run_job(
     from spanqa.scale.ray_job import import_ray, run_on_ray
 
     import_ray()  # the install hint before anything else
+    engine = _squad1_answers(engine, package)
     files = find_inputs([str(p) for p in inputs])
     existed = Path(result_dir).exists()
     final = start_result(result_dir, files.local_paths, overwrite=overwrite)
@@ -56,6 +57,20 @@ def run_job(
             shutil.rmtree(final, ignore_errors=True)
         raise
     return write_report(run, [str(p) for p in inputs], package, final, engine, settings)
+
+
+def _squad1_answers(engine: EngineSettings, package) -> EngineSettings:
+    """The Ray job answers SQuAD 1.1-style: the null answer (2.0) needs each question's null
+    odds on the driver, which do not leave the actors."""
+    from dataclasses import replace
+
+    from spanqa.answers.squad2 import resolve_version_2
+    from spanqa.errors import UsageError
+
+    answers = resolve_version_2(engine.answers, package=package)
+    if answers.version_2_with_negative:
+        raise UsageError("SQuAD 2.0 (the null answer) is for --engine local; with --engine ray pass --no-version-2-with-negative")
+    return replace(engine, answers=answers)
 
 
 def start_result(result_dir: str | Path, inputs, *, overwrite: bool) -> Path:

@@ -1,0 +1,52 @@
+"""Reports (spanqa.offline.report, the recipe's parse.py): fps from msame logs and infer
+summaries, EM/F1 from result.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spanqa.errors import InferenceError
+from spanqa.offline.report import perf_from_log, report_lines
+
+MSAME_LOG = """[INFO] acl init success
+[INFO] open device 0 success
+[INFO] load model ./spanBert_bs8.om success
+[INFO] start to process file:./input_ids/0.bin
+Inference time: 180.129ms
+[INFO] output data success
+Inference average time: 176.502000 ms
+Inference average time without first time: 175.250000 ms
+[INFO] unload model success, model Id is 1
+"""
+
+
+def test_report_msame_log(tmp_path):
+    log = tmp_path / "msame_bs8.txt"
+    log.write_text(MSAME_LOG)
+    assert report_lines(log, batch_size=8) == [
+        f"{log}: batch size 8, 175.250 ms per batch (without first time), {8000 / 175.25:.3f} fps"
+    ]
+    with pytest.raises(InferenceError, match="does not say the batch size; pass --batch-size N"):
+        report_lines(log)
+    only_avg = tmp_path / "avg.txt"
+    only_avg.write_text("Inference average time: 20.000000 ms\n")
+    assert perf_from_log(only_avg.read_text(), batch_size=1).fps == 50.0
+
+
+def test_report_result_json_and_directory(tmp_path):
+    (tmp_path / "result.json").write_text(json.dumps({"exact_match": 51.3, "f1": 65.66, "total": 5173}))
+    assert report_lines(tmp_path / "result.json") == [f"{tmp_path / 'result.json'}: EM 51.300, F1 65.660 (5173 questions)"]
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"batch_size": 4, "average_ms_without_first": 8.0, "timed_runs": 3, "throughput_rows_per_s": 500.0})
+    )
+    assert report_lines(tmp_path) == [
+        f"{tmp_path / 'summary.json'}: batch size 4, 8.000 ms per batch (without first time), 500.000 fps",
+        f"{tmp_path / 'result.json'}: EM 51.300, F1 65.660 (5173 questions)",
+    ]
+    with pytest.raises(InferenceError, match="no such file"):
+        report_lines(tmp_path / "missing.txt")
+    (tmp_path / "x.txt").write_text("hello\n")
+    with pytest.raises(InferenceError, match="no 'Inference average time' line"):
+        report_lines(tmp_path / "x.txt", 1)
