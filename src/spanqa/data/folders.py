@@ -99,7 +99,7 @@ def _metadata(features: Features) -> tuple[dict[str, np.ndarray], dict[str, Any]
                 "question": ex.question_text,
                 "context": ctx_index[key],
                 "answers": list(ex.answers),
-                "is_impossible": bool(ex.is_impossible),
+                "is_impossible": None if ex.is_impossible is None else bool(ex.is_impossible),
             }
         )
     # The id -> token table: each id's token string at its first occurrence.
@@ -294,7 +294,7 @@ def _load_features(features_dir: str | Path) -> Features:
                 question_text=e["question"],
                 doc_tokens=contexts[e["context"]],
                 answers=list(e["answers"]),
-                is_impossible=bool(e["is_impossible"]),
+                is_impossible=None if e.get("is_impossible") is None else bool(e["is_impossible"]),
             )
             for e in text["examples"]
         ]
