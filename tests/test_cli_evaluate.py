@@ -153,7 +153,13 @@ def test_evaluate_command_writes_predictions_and_scores(workdir: Path):
         "q3": "Paris",
     }
     result = json.loads((res / "result.json").read_text(encoding="utf-8"))
-    assert result["answer_settings"] == {"n_best_size": 5, "max_answer_length": 8, "rank_padding": False}
+    assert result["answer_settings"] == {
+        "n_best_size": 5,
+        "max_answer_length": 8,
+        "rank_padding": False,
+        "version_2_with_negative": False,
+        "null_score_diff_threshold": 0.0,
+    }
     assert (result["batch_size"], result["num_features"], result["total"]) == (2, 3, 3)
     nbest = json.loads((res / "nbest_predictions.json").read_text(encoding="utf-8"))
     assert nbest["q1"][0] == {"text": "1889", "probability": nbest["q1"][0]["probability"], "start_logit": 4.0, "end_logit": 4.0}

@@ -96,7 +96,7 @@ def test_examples_from_text():
     cache: dict = {}
     one = examples_from_text("Who?", "Ann met  Bob.", "1", ["Ann"], _cache=cache)
     two = examples_from_text("Whom?", "Ann met  Bob.", "2", _cache=cache)
-    assert (one.qas_id, one.question_text, one.answers, one.is_impossible) == ("1", "Who?", ["Ann"], False)
+    assert (one.qas_id, one.question_text, one.answers, one.is_impossible) == ("1", "Who?", ["Ann"], None)
     assert one.doc_tokens == ["Ann", "met", "Bob."] and one.word_starts == [0, 4, 9]
     assert two.doc_tokens is one.doc_tokens and two.answers == []
     assert examples_from_text("Who?", "Ann met  Bob.", "3").doc_tokens is not one.doc_tokens

@@ -95,7 +95,7 @@ def test_interrupted_run_leaves_no_result(standin_package, small_heldout, tmp_pa
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(spanqa.answers.extraction, "predict", boom)
+    monkeypatch.setattr(spanqa.answers.extraction, "predict_answers", boom)
     with pytest.raises(KeyboardInterrupt):
         run(small_heldout, standin_package, tmp_path / "res")
     assert list(tmp_path.iterdir()) == []

@@ -106,7 +106,13 @@ def test_evaluate_end_to_end_with_bin_outputs(eval_setup):
     outputs = env["write_outputs"](env["tmp"] / "out")
     result = evaluate(env["dataset"], env["features_dir"], outputs, env["tmp"] / "res", AnswerSettings(7, 9))
     assert result["exact_match"] == 100.0 and result["f1"] == 100.0 and result["total"] == 3
-    assert result["answer_settings"] == {"n_best_size": 7, "max_answer_length": 9, "rank_padding": False}
+    assert result["answer_settings"] == {
+        "n_best_size": 7,
+        "max_answer_length": 9,
+        "rank_padding": False,
+        "version_2_with_negative": False,
+        "null_score_diff_threshold": 0.0,
+    }
     assert result["feature_settings"]["max_seq_length"] == 16
     res = env["tmp"] / "res"
     assert json.loads((res / "predictions.json").read_text()) == {"q1": "1889", "q2": "Eiffel Tower", "q3": "Paris"}
