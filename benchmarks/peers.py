@@ -369,6 +369,7 @@ def load_spanqa(ctx: Context, meter: Meter, target: str):
     """spanqa's engine, taking question and context strings like every other system here."""
     from spanqa import __version__
     from spanqa.engine import Engine, Question
+    from spanqa.engine.core import examples_from_questions
     from spanqa.models.package import open_package
     from spanqa.runtimes import RuntimeOptions, open_runtime
 
@@ -379,8 +380,6 @@ def load_spanqa(ctx: Context, meter: Meter, target: str):
     def answer(items):
         # The predictions.json text (run_squad's), which is what the SQuAD scores read.
         examples = [Question(q, c, qid) for qid, q, c in items]
-        from spanqa.engine.core import examples_from_questions
-
         return engine.predict(examples_from_questions(examples)).predictions
 
     info = {"spanqa": __version__, "target": target, "runtime": runtime.info(), "precision": package.precision}

@@ -324,3 +324,21 @@ def test_line_progress_when_not_a_terminal(capsys):
     bar.update(1)
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("infer: 1/4 batch (25%) after ") and err[1].startswith("infer: 2/4 batch (50%)")
+
+
+def test_offline_first_run_names_everything_it_needs_at_once(monkeypatch):
+    from spanqa import download
+    from spanqa.errors import DownloadError
+
+    def offline(name, **kwargs):
+        raise DownloadError(f"cannot reach the source of {name}")
+
+    monkeypatch.setattr(download, "ensure_asset", offline)
+    r = cli("run")
+    assert r.exit_code == 1
+    assert error_line(r) == (
+        "Error: cannot fetch squad-v1.1-dev (dev-v1.1.json) and squad1 (spanbert_squad1.tar.gz): offline? Download them "
+        "elsewhere and install them with 'spanqa download squad-v1.1-dev --url /path/to/dev-v1.1.json'; "
+        "'spanqa download squad1 --url /path/to/spanbert_squad1.tar.gz', or set --mirror / SPANQA_MIRROR, "
+        "or pass DATASET and --model"
+    )

@@ -46,10 +46,6 @@ def no_space(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def only_hidden_leftovers(parent: Path, final: str) -> None:
-    assert not (parent / final).exists()
-
-
 # ---------------------------------------------------------------------------------------------
 # A full disk
 

@@ -76,13 +76,15 @@ class Evaluation(Prediction):
 
 
 def examples_from_questions(questions: Iterable[Question | tuple[str, str] | dict], start: int = 0) -> list:
-    """Examples (with their context and word offsets) for question/context pairs."""
+    """Examples (with their context and word offsets) for question/context pairs; a question or
+    context that is not a non-empty string is a UsageError naming it."""
     from spanqa.data.squad import examples_from_text
 
     contexts: dict = {}  # equal passages share one word list, tokenised once
     out = []
     for i, item in enumerate(questions, start):
         q = _as_question(item, i)
+        _check_question(q, i)
         out.append(examples_from_text(q.question, q.context, q.id or str(i), q.answers, _cache=contexts))
     return out
 
@@ -170,6 +172,10 @@ class Engine:
                 f"--max-seq-length {length}: the model has only {self.max_positions} positions; use at most {self.max_positions}"
             )
         return features
+
+    def with_settings(self, settings: EngineSettings) -> Engine:
+        """This engine with other feature/answer settings, sharing its loaded runtime."""
+        return Engine(self.package, threads=self.threads, settings=settings, runtime=self.runtime)
 
     @property
     def tokenizer(self):
@@ -267,7 +273,6 @@ class Engine:
         """The ``top_k`` best answers of each question (Question, (question, context) or dict),
         with length-aware batching across all of them. The first is "" (start = end = 0) when
         the null answer is on and the model says there is no answer."""
-        _check_questions(questions := list(questions))
         examples = examples_from_questions(questions)
         return self._answers(examples, top_k, desc="answer", version_2=handle_impossible_answer)
 
@@ -293,7 +298,6 @@ class Engine:
         if all(isinstance(x, Example) for x in items):
             examples = items
         else:
-            _check_questions(items, index)
             examples = examples_from_questions(items, start=index)
         return list(zip(examples, self._answers(examples, top_k, desc="answer")))
 
@@ -307,7 +311,7 @@ class Engine:
             settings = replace(settings, n_best_size=top_k)
         if version_2 is not None and version_2 != settings.version_2_with_negative:
             settings = replace(settings, version_2_with_negative=version_2)
-        engine = self if settings is self.settings.answers else _with_answers(self, settings)
+        engine = self if settings is self.settings.answers else self.with_settings(replace(self.settings, answers=settings))
         p = engine.predict(examples, desc=desc, spans=True)
         out = []
         for ex in examples:
@@ -334,21 +338,12 @@ class Engine:
         }
 
 
-def _with_answers(engine: Engine, answers) -> Engine:
-    clone = object.__new__(Engine)
-    clone.__dict__.update(engine.__dict__)
-    clone.settings = replace(engine.settings, answers=answers)
-    return clone
-
-
-def _check_questions(items: list, start: int = 0) -> None:
-    for i, item in enumerate(items, start):
-        q = _as_question(item, i)
-        for name, value in (("question", q.question), ("context", q.context)):
-            if not isinstance(value, str):
-                raise UsageError(f"question {q.id or i}: '{name}' must be a string, got {type(value).__name__}")
-            if not value.strip():
-                raise UsageError(f"question {q.id or i}: '{name}' is empty")
+def _check_question(q: Question, i: int) -> None:
+    for name, value in (("question", q.question), ("context", q.context)):
+        if not isinstance(value, str):
+            raise UsageError(f"question {q.id or i}: '{name}' must be a string, got {type(value).__name__}")
+        if not value.strip():
+            raise UsageError(f"question {q.id or i}: '{name}' is empty")
 
 
 def span_answer(example, cand: dict, null_odds: float | None = None) -> Answer:

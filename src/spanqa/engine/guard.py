@@ -9,7 +9,7 @@ beside its verdict.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from spanqa.errors import GuardError, UsageError
@@ -18,13 +18,19 @@ from spanqa.settings import AnswerSettings, EngineSettings, GuardSettings
 
 @dataclass(frozen=True)
 class Guard:
-    """The guard as ``compile`` calls it: ``guard(candidate_package, fp32_source) -> figures``."""
+    """The guard as ``compile`` calls it: ``guard(candidate_package, fp32_source) -> figures``.
+    Its questions are read and checked when it is made, so a guard set that cannot decide stops
+    the build before the model is exported and compiled, not after."""
 
     settings: GuardSettings
     threads: int | None = None
+    examples: list = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "examples", guard_questions(self.settings))
 
     def __call__(self, candidate, reference) -> dict:
-        return check(candidate, reference, self.settings, self.threads)
+        return check(candidate, reference, self.settings, self.threads, self.examples)
 
 
 def guard_questions(settings: GuardSettings):
@@ -44,14 +50,14 @@ def guard_questions(settings: GuardSettings):
     return examples
 
 
-def check(candidate, reference, settings: GuardSettings, threads: int | None = None) -> dict:
+def check(candidate, reference, settings: GuardSettings, threads: int | None = None, examples=None) -> dict:
     """Score ``candidate`` (a package) against ``reference`` (the fp32 package or .onnx) on the
     first ``settings.questions`` questions; GuardError when its F1 is below ``ratio`` of fp32's."""
     from spanqa.answers.scoring import question_scores
     from spanqa.engine.core import Engine
     from spanqa.models.package import ModelPackage, open_package
 
-    examples = guard_questions(settings)
+    examples = examples if examples is not None else guard_questions(settings)
     scores = {}
     for name, model in (("reference", reference), ("candidate", candidate)):
         package = model if isinstance(model, ModelPackage) else open_package(Path(model))

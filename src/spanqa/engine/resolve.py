@@ -117,8 +117,8 @@ def _build(path: Path, is_onnx: bool, settings: CompileSettings, cache, guard, t
     from spanqa.models.package import open_package
     from spanqa.paths import cache_home
 
-    check = Guard(guard, threads) if settings.guard else None
-    require_guard(settings, check)
+    if not settings.guard:
+        require_guard(settings, None)  # a reduced-precision target without a guard needs --no-guard
     key = cache_key(source_key(path), settings)
     root = cache or (cache_home() / "packages")
     out = root / f"{path.stem if is_onnx else path.name}-{settings.target}-{key}"
@@ -126,6 +126,7 @@ def _build(path: Path, is_onnx: bool, settings: CompileSettings, cache, guard, t
     with FileLock(str(out) + ".lock"):
         if (out / MANIFEST_NAME).is_file():
             return open_package(out), False
+        check = Guard(guard, threads) if settings.guard else None  # reads and checks its questions
         if is_onnx:
             compile_model(path, out, settings, guard=check)
         else:

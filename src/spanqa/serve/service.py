@@ -230,17 +230,8 @@ class Service:
     def engine_for(self, key: Key):
         engine = self._engines.get(key)
         if engine is None:
-            from spanqa.engine import Engine
-
-            base = self.engine
-            settings = replace(base.settings, features=key.features, answers=key.answers)
             # Shares the base engine's runtime: a settings variant costs no memory.
-            engine = Engine(
-                base.package,
-                threads=base.threads,
-                settings=settings,
-                runtime=base.runtime,
-            )
+            engine = self.engine.with_settings(replace(self.engine.settings, features=key.features, answers=key.answers))
             if len(self._engines) > 64:  # bounded: keys come from requests
                 self._engines = {self.base_key: self.engine}
             self._engines[key] = engine
