@@ -14,8 +14,9 @@ from spanqa.build.compile import compile_model
 from spanqa.build.suitability import auto_target, suitability
 from spanqa.cli import main
 from spanqa.engine.guard import Guard
+from spanqa.errors import InferenceError
 from spanqa.registry import TARGETS, TargetEntry
-from spanqa.runtimes import open_runtime
+from spanqa.runtimes import RuntimeOptions, open_runtime
 from spanqa.settings import CompileSettings, GuardSettings
 from squad_files import subset
 
@@ -63,6 +64,20 @@ def test_reduced_precision_passes_guard(target, standin_package, guard_set, tmp_
         assert manifest["calibration"]["features"] == 64
         model_xml = (out / "model.xml").read_text()
         assert "FakeQuantize" in model_xml or "FakeConvert" in model_xml
+        # What is not int8 runs in bf16 where the CPU has it (the guard measured exactly that).
+        native_bf16 = "BF16" in manifest["cpu_capabilities"]
+        assert manifest["inference_precision"] == ("bf16" if native_bf16 else "f32")
+        assert runtime.info()["inference_precision"] == ("bf16" if native_bf16 else "f32")
+        # Whole-dataset mode: a request per stream, the same logits as one batch on all threads.
+        streams = open_runtime(out, RuntimeOptions(threads=2, throughput=True))
+        assert streams.parallel == streams.info()["streams"] >= 1
+        assert streams.info()["performance_hint"] == "THROUGHPUT" and runtime.info()["performance_hint"] == "LATENCY"
+        s2, e2 = streams.run(ids, np.zeros_like(ids), np.ones_like(ids))
+        np.testing.assert_allclose(s2, start, atol=0.05)
+        np.testing.assert_allclose(e2, end, atol=0.05)
+        streams.close()
+        with pytest.raises(InferenceError, match="closed"):
+            streams.run(ids, np.zeros_like(ids), np.ones_like(ids))
     if target == "cpu-bf16":
         assert manifest["inference_precision"] == "bf16"
 

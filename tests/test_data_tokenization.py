@@ -4,6 +4,7 @@ run_squad.py's whitespace words."""
 from __future__ import annotations
 
 import functools
+import json
 
 import pytest
 import squad_reference as R
@@ -62,3 +63,24 @@ def test_bad_vocab(tmp_path):
     with pytest.raises(DatasetError) as exc:
         make_tokenizer(TokenizerSettings(tmp_path / "nope.txt", False))
     assert str(exc.value) == f"{tmp_path / 'nope.txt'}: vocab not found (No such file or directory); pass an existing vocab.txt"
+
+
+def test_unicode_classes_are_cached_on_disk_and_rebuilt_when_damaged(tmp_path, monkeypatch):
+    from spanqa.data import tokenization
+
+    monkeypatch.setenv("SPANQA_HOME", str(tmp_path))
+    tokenization._patterns.cache_clear()
+    built = tokenization._patterns()
+    [cached] = (tmp_path / "unicode").glob("classes-*.json")
+    assert tuple(json.loads(cached.read_text())) == built
+    assert "\\x{2B820}" in built[2] or "2B820" in built[2]  # the CJK range the Rust table lacks
+
+    calls = []
+    monkeypatch.setattr(tokenization, "_ranges", lambda predicate: calls.append(1) or [(0x41, 0x41)])
+    tokenization._patterns.cache_clear()
+    assert tokenization._patterns() == built and calls == []  # read back, not rebuilt
+    cached.write_text("{not json")
+    tokenization._patterns.cache_clear()
+    rebuilt = tokenization._patterns()
+    assert calls == [1, 1, 1] and rebuilt[0] == "[\\x{41}]"  # damaged: built again (here by the stub)
+    tokenization._patterns.cache_clear()

@@ -78,3 +78,55 @@ def test_check_model_fit_names_the_fix():
         "features have batch size 8 but the model is compiled for batch size 4; "
         "preprocess with --batch-size 4 or compile the model with --batch-size 8"
     )
+
+
+class StreamsRuntime(FakeRuntime):
+    """Two calls at once, the first batch slow: outputs must still reach the sink in order."""
+
+    parallel = 2
+
+    def __init__(self):
+        import threading
+
+        super().__init__()
+        self.lock = threading.Lock()
+        self.active = self.most = 0
+
+    def run(self, ids, types, mask):
+        import time
+
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        time.sleep(0.2 if ids[0, 0] == 0 else 0.02)
+        with self.lock:
+            self.active -= 1
+        return super().run(ids, types, mask)
+
+
+def test_parallel_runtime_runs_batches_at_once_and_hands_them_on_in_order():
+    rt = StreamsRuntime()
+    batches = [synthetic_batch(2, 3, seed=i)._replace(key=str(i)) for i in range(6)]
+    batches = [b._replace(input_ids=np.full_like(b.input_ids, i)) for i, b in enumerate(batches)]
+    seen = []
+    stats = run_batches(rt, batches, warmup=1, on_output=lambda b, s, e: seen.append((b.key, float(s[0, 0]))))
+    assert rt.most == 2  # two in flight, never more than the runtime's streams
+    assert rt.calls == 1 + 6
+    assert seen == [(str(i), float(i)) for i in range(6)]
+    assert stats.streams == 2 and stats.batches == 6 and stats.timed_runs == 6
+    # Model time counts the two streams once: about the sum of latencies over two.
+    assert stats.to_json()["inference_s"] == pytest.approx(sum(stats.latencies_ms) / 2000.0)
+
+
+def test_parallel_runtime_failure_stops_the_run():
+    class Failing(StreamsRuntime):
+        def run(self, ids, types, mask):
+            if ids[0, 0] == 3:
+                raise RuntimeError("device lost\ndetails")
+            return super().run(ids, types, mask)
+
+    batches = [synthetic_batch(2, 3, seed=i)._replace(key=str(i), input_ids=np.full((2, 3), i, np.int64)) for i in range(8)]
+    seen = []
+    with pytest.raises(InferenceError, match=r"^batch 3: fake failed \(device lost\)$"):
+        run_batches(Failing(), batches, on_output=lambda b, s, e: seen.append(b.key))
+    assert seen == ["0", "1", "2"]

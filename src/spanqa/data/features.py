@@ -48,6 +48,23 @@ class Features:
         """int64 [N]: 1000000000 + feature index, as run_squad.py numbers features."""
         return UNIQUE_ID_BASE + np.arange(len(self), dtype=np.int64)
 
+    @classmethod
+    def concat(cls, parts: list[Features]) -> Features:
+        """The features of consecutive example lists, as one (example indexes shifted)."""
+        offsets = np.cumsum([0] + [len(p.examples) for p in parts[:-1]])
+        return cls(
+            settings=parts[0].settings,
+            input_ids=np.concatenate([p.input_ids for p in parts]),
+            input_mask=np.concatenate([p.input_mask for p in parts]),
+            segment_ids=np.concatenate([p.segment_ids for p in parts]),
+            example_index=np.concatenate([p.example_index + k for p, k in zip(parts, offsets)]),
+            span_index=np.concatenate([p.span_index for p in parts]),
+            tokens=[t for p in parts for t in p.tokens],
+            token_to_orig_map=[m for p in parts for m in p.token_to_orig_map],
+            token_is_max_context=[m for p in parts for m in p.token_is_max_context],
+            examples=[e for p in parts for e in p.examples],
+        )
+
     def example_features(self) -> list[list[int]]:
         """For each example, the indices of its features (in span order; may be empty)."""
         out: list[list[int]] = [[] for _ in self.examples]

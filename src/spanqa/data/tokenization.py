@@ -97,17 +97,42 @@ def _char_class(ranges: list[tuple[int, int]]) -> str:
     return "[" + "".join(parts) + "]"
 
 
+# Bump when a predicate above changes: the classes cached on disk are keyed by it.
+CLASSES_VERSION = 1
+
+
 @functools.lru_cache(maxsize=1)
 def _patterns() -> tuple[str, str, str, str]:
     """Regex classes: removed characters, characters that stand alone as a word, CJK
     ideographs, and non-spacing marks (category Mn, stripped when uncased).
 
-    Built once per process (about a second: one pass over all code points).
+    Building them is one pass over all code points (about 3 s), so every command that
+    tokenises would start 3 s late: they are kept in the spanqa cache, keyed by this Python's
+    Unicode version, and rebuilt when that file is missing or unreadable.
     """
+    import json
+    import os
+
+    from spanqa.paths import cache_home
+
+    path = cache_home() / "unicode" / f"classes-{unicodedata.unidata_version}-{sys.maxunicode}-v{CLASSES_VERSION}.json"
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(cached, list) and len(cached) == 4 and all(isinstance(c, str) for c in cached):
+            return tuple(cached)
+    except (OSError, ValueError):
+        pass
     removed = _char_class(_ranges(_is_removed))
     alone = _char_class(_ranges(lambda cp: _is_punctuation(cp) or _is_cjk(cp)))
     cjk = _char_class(list(CJK_RANGES))
     marks = _char_class(_ranges(lambda cp: unicodedata.category(chr(cp)) == "Mn"))
+    try:  # a cache that cannot be written costs time, never the answer
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([removed, alone, cjk, marks]), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
     return removed, alone, cjk, marks
 
 

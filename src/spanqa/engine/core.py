@@ -65,7 +65,8 @@ class Prediction:
 
     @property
     def questions_per_s(self) -> float:
-        busy = sum(self.timings.get(k, 0.0) for k in ("preprocess_s", "inference_s", "answers_s"))
+        """Questions over the wall time from examples to answers (stages overlap in a pipeline)."""
+        busy = self.timings.get("wall_s") or sum(self.timings.get(k, 0.0) for k in ("preprocess_s", "inference_s", "answers_s"))
         return len(self.features.examples) / busy if busy else float("nan")
 
 
@@ -107,13 +108,25 @@ class Engine:
     or a checkpoint and a target) or from an open package; close it (or use ``with``) to free
     the runtime."""
 
-    def __init__(self, package, *, threads: int | None = None, settings: EngineSettings = EngineSettings(), runtime=None):
+    def __init__(
+        self,
+        package,
+        *,
+        threads: int | None = None,
+        settings: EngineSettings = EngineSettings(),
+        runtime=None,
+        throughput: bool = False,
+    ):
+        """``throughput``: keep several batches in flight (whole datasets: more questions/s, each
+        batch slower) instead of one batch at a time on every thread (one question: least latency)."""
         from spanqa.runtimes import RuntimeOptions, open_runtime
         from spanqa.sysinfo import default_threads
 
         self.package = package
         self.threads = threads or default_threads()
-        self.runtime = runtime if runtime is not None else open_runtime(package, RuntimeOptions(threads=self.threads))
+        if runtime is None:
+            runtime = open_runtime(package, RuntimeOptions(threads=self.threads, throughput=throughput))
+        self.runtime = runtime
         from spanqa.answers.squad2 import resolve_version_2
 
         # A package built for SQuAD 2.0 answers "no answer" unless the settings say otherwise.
@@ -128,6 +141,7 @@ class Engine:
         *,
         threads: int | None = None,
         settings: EngineSettings = EngineSettings(),
+        throughput: bool = False,
         **resolve: Any,
     ) -> Engine:
         """Load ``model``: a model package as it is, or a checkpoint / .onnx built for ``target``
@@ -135,7 +149,7 @@ class Engine:
         from spanqa.engine.resolve import resolve_model
 
         package, _ = resolve_model(model, target, **resolve)
-        return cls(package, threads=threads, settings=settings)
+        return cls(package, threads=threads, settings=settings, throughput=throughput)
 
     def __enter__(self) -> Engine:
         return self
@@ -199,9 +213,10 @@ class Engine:
             batch_size=self.settings.batch_size,
         )
 
-    def logits(self, features, desc: str = "infer", warmup: int | None = None):
-        """Start/end logits [features, max_seq_length] and the timing statistics. Positions the
-        model did not compute (past a batch's padded length) hold -inf."""
+    def logits(self, features, desc: str = "infer", warmup: int | None = None, stats=None, bar=None):
+        """Start/end logits [features, max_seq_length] and the timing statistics (added to
+        ``stats`` when given; ``bar`` a progress bar to advance per batch). Positions the model
+        did not compute (past a batch's padded length) hold -inf."""
         from spanqa.runtimes.loop import Batch, run_batches
 
         width = features.settings.max_seq_length
@@ -223,13 +238,21 @@ class Engine:
             collector.add(by_key.pop(batch.key), start, end)
 
         warm = self.settings.warmup if warmup is None else warmup
-        stats = run_batches(self.runtime, items(), warmup=warm, on_output=sink, total=len(batches), desc=desc)
+        stats = run_batches(
+            self.runtime, items(), warmup=warm, on_output=sink, total=len(batches), desc=desc, stats=stats, bar=bar
+        )
         return collector.start, collector.end, stats
 
     def predict(self, examples: Sequence, desc: str = "infer", spans: bool = False) -> Prediction:
-        """Answers to parsed examples (all in memory; ``stream`` bounds memory)."""
+        """Answers to parsed examples (all in memory; ``stream`` bounds memory). More than
+        ``settings.stream_questions`` examples run as a pipeline of chunks: the next chunk is
+        tokenised and the last one's answers extracted while the model runs (``overlap``)."""
         from spanqa.answers.extraction import predict_answers
 
+        if len(examples) > self.settings.stream_questions:
+            from spanqa.engine.overlap import predict_overlapped
+
+            return predict_overlapped(self, examples, desc, spans, self.settings.stream_questions)
         t0 = time.perf_counter()
         features = self.features(examples)
         t1 = time.perf_counter()
@@ -237,7 +260,7 @@ class Engine:
         t2 = time.perf_counter()
         a = predict_answers(features, start, end, self.settings.answers, spans=spans)
         t3 = time.perf_counter()
-        timings = {"preprocess_s": t1 - t0, "inference_s": t2 - t1, "answers_s": t3 - t2}
+        timings = {"preprocess_s": t1 - t0, "inference_s": t2 - t1, "answers_s": t3 - t2, "wall_s": t3 - t0}
         return Prediction(a.predictions, a.nbest, features, start, end, stats, timings, a.null_odds, a.best_spans)
 
     def evaluate(self, examples: Sequence, desc: str = "infer") -> Evaluation:

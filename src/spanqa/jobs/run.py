@@ -61,7 +61,7 @@ def run(
     if tune_threshold and not scored:
         raise UsageError(f"--tune-threshold: {dataset} has no gold answers to tune on; pass a labelled file")
     t_load = time.perf_counter()
-    with Engine(package, threads=settings.threads, settings=settings.engine()) as engine:
+    with Engine(package, threads=settings.threads, settings=settings.engine(), throughput=True) as engine:
         load_s = time.perf_counter() - t_load
         evaluation = engine.evaluate(examples) if scored else engine.predict(examples)
         evaluation.timings.update(read_s=read_s, load_s=load_s)

@@ -21,12 +21,18 @@ class RuntimeOptions:
     threads: int | None = None  # intra-op threads; None = the runtime's default
     device: str = "cpu"  # "cpu" or "cuda"
     pin_threads: bool | None = None  # OpenVINO's CPU pinning; None = its default (on)
+    # Many batches in flight (OpenVINO's THROUGHPUT hint: several streams, each with a share of
+    # the threads) instead of one batch on all threads: more rows/s over a dataset, longer
+    # latency for a single batch. For whole-dataset jobs, not for one question at a time.
+    throughput: bool = False
 
 
 class Runtime(Protocol):
     name: str  # e.g. "onnxruntime-cpu"
     batch_size: int | None  # fixed batch size, None if dynamic
     seq_len: int | None  # fixed sequence length, None if dynamic
+    # Optional: ``parallel`` > 1 means ``run`` may be called from that many threads at once
+    # (each call gets its own infer request); absent or 1 means one call at a time.
 
     def run(self, input_ids: np.ndarray, token_type_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """int64 [B, L] inputs -> float32 [B, L] start and end logits."""

@@ -4,7 +4,8 @@ checking before anything runs that inputs fit a fixed-shape model."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import numpy as np
@@ -51,39 +52,79 @@ def run_batches(
     desc: str = "infer",
     stats: InferenceStats | None = None,
     log_lines: bool = False,
+    bar=None,
 ) -> InferenceStats:
     """Run each batch ``loop`` times (each run timed), after ``warmup`` untimed runs of the first.
 
     ``on_output(batch, start, end)`` receives the logits of each batch's last run. Only
     ``runtime.run`` is inside the timer: reading inputs and writing outputs are not.
+    ``bar``: a progress bar of the caller's to advance (one per batch) instead of a new one.
     """
     from spanqa import progress
 
     stats = stats if stats is not None else InferenceStats(warmup=warmup, loop=loop)
     began = time.perf_counter()
-    warmed = warmup <= 0
+    parallel = max(1, int(getattr(runtime, "parallel", 1) or 1))
+    stats.streams = parallel
+
+    def timed(batch: Batch):
+        latencies = []
+        for _ in range(max(1, loop)):
+            t0 = time.perf_counter()
+            start, end = _run_once(runtime, batch)
+            latencies.append((time.perf_counter() - t0) * 1000.0)
+        return start, end, latencies
+
+    def done(batch: Batch, start, end, latencies) -> None:
+        rows = int(batch.input_ids.shape[0])
+        for ms in latencies:
+            stats.record(ms, rows)
+        real = int(np.count_nonzero(batch.attention_mask.any(axis=1)))
+        stats.batches += 1
+        stats.rows += real
+        stats.padded_rows += rows - real
+        if on_output is not None:
+            on_output(batch, start, end)
+        bar.update(1)
+
+    def warmed(items: Iterable[Batch]) -> Iterator[Batch]:
+        for i, batch in enumerate(items):
+            if i == 0:
+                for _ in range(warmup):
+                    _run_once(runtime, batch)
+            yield batch
+
     try:
-        with progress.bar(total=total, desc=desc, unit="batch", lines=log_lines) as bar:
-            for batch in batches:
-                if not warmed:
-                    for _ in range(warmup):
-                        _run_once(runtime, batch)
-                    warmed = True
-                rows = int(batch.input_ids.shape[0])
-                for _ in range(max(1, loop)):
-                    t0 = time.perf_counter()
-                    start, end = _run_once(runtime, batch)
-                    stats.record((time.perf_counter() - t0) * 1000.0, rows)
-                real = int(np.count_nonzero(batch.attention_mask.any(axis=1)))
-                stats.batches += 1
-                stats.rows += real
-                stats.padded_rows += rows - real
-                if on_output is not None:
-                    on_output(batch, start, end)
-                bar.update(1)
+        with progress.bar(total=total, desc=desc, unit="batch", lines=log_lines) if bar is None else nullcontext(bar) as bar:
+            if parallel == 1:
+                for batch in warmed(batches):
+                    done(batch, *timed(batch))
+            else:
+                _run_parallel(warmed(batches), timed, done, parallel)
     finally:
         stats.wall_s += time.perf_counter() - began
     return stats
+
+
+def _run_parallel(batches: Iterator[Batch], timed, done, parallel: int) -> None:
+    """``parallel`` batches in flight (one per stream) and one more ready; outputs handed on in
+    input order. An error in any batch stops the submitting and reaches the caller."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(parallel, thread_name_prefix="spanqa-stream")
+    pending: deque = deque()
+    try:
+        for batch in batches:
+            pending.append((batch, pool.submit(timed, batch)))
+            if len(pending) > parallel:
+                first, future = pending.popleft()
+                done(first, *future.result())
+        while pending:
+            first, future = pending.popleft()
+            done(first, *future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def check_model_fit(

@@ -8,6 +8,8 @@ protocol as ONNX Runtime.
 
 from __future__ import annotations
 
+import queue
+
 import numpy as np
 
 from spanqa.errors import InferenceError, missing_backend
@@ -32,7 +34,14 @@ def cpu_capabilities() -> list[str]:
 class OpenVinoRuntime:
     """An OpenVINO CPU compiled model; precision from the manifest's ``inference_precision``."""
 
-    def __init__(self, package: ModelPackage, threads: int | None = None, device: str = "cpu", pin_threads: bool | None = None):
+    def __init__(
+        self,
+        package: ModelPackage,
+        threads: int | None = None,
+        device: str = "cpu",
+        pin_threads: bool | None = None,
+        throughput: bool = False,
+    ):
         ov = openvino()
         if device != "cpu":
             raise InferenceError(f"{package.root}: OpenVINO targets run on the CPU; drop --device {device}")
@@ -41,9 +50,17 @@ class OpenVinoRuntime:
             model = core.read_model(str(package.model_path))
         except Exception as exc:
             raise InferenceError(f"{package.model_path}: OpenVINO cannot read it ({str(exc).splitlines()[0]})") from None
+        precision = package.manifest.inference_precision or "f32"
+        if (
+            precision == "bf16"
+            and package.precision == "int8"
+            and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        ):
+            # An int8 package built on a bf16 CPU runs its non-int8 parts in fp32 elsewhere.
+            precision = "f32"
         config = {
-            "INFERENCE_PRECISION_HINT": package.manifest.inference_precision or "f32",
-            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": precision,
+            "PERFORMANCE_HINT": "THROUGHPUT" if throughput else "LATENCY",
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -52,7 +69,11 @@ class OpenVinoRuntime:
             # pin their threads to the same first cores.
             config["ENABLE_CPU_PINNING"] = bool(pin_threads)
         self.compiled = core.compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        # One infer request per stream; ``run`` borrows one, so ``parallel`` threads may call it.
+        self.parallel = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) if throughput else 1
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(self.parallel):
+            self._requests.put(self.compiled.create_infer_request())
         shape = self.compiled.input("input_ids").get_partial_shape()
         self.batch_size = shape[0].get_length() if shape[0].is_static else None
         self.seq_len = shape[1].get_length() if shape[1].is_static else None
@@ -67,19 +88,28 @@ class OpenVinoRuntime:
             "version": ov.get_version(),
             "inference_precision": self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
             "threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
+            "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT")),
+            "streams": int(self.compiled.get_property("NUM_STREAMS")),
         }
 
     def run(self, input_ids, token_type_ids, attention_mask):
-        result = self.request.infer(
-            {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask},
-            share_inputs=True,
-        )
-        # The request reuses its output buffers on the next call: copy.
-        return np.array(result[self._outputs[0]]), np.array(result[self._outputs[1]])
+        if self.compiled is None:
+            raise InferenceError("the OpenVINO model was closed")
+        request = self._requests.get()
+        try:
+            result = request.infer(
+                {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask},
+                share_inputs=True,
+            )
+            # The request reuses its output buffers on the next call: copy.
+            return np.array(result[self._outputs[0]]), np.array(result[self._outputs[1]])
+        finally:
+            self._requests.put(request)
 
     def close(self) -> None:
-        self.request = self.compiled = None
+        self._requests = queue.SimpleQueue()
+        self.compiled = None
 
 
 def load(package: ModelPackage, options) -> OpenVinoRuntime:
-    return OpenVinoRuntime(package, options.threads, options.device, options.pin_threads)
+    return OpenVinoRuntime(package, options.threads, options.device, options.pin_threads, options.throughput)

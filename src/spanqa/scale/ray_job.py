@@ -68,7 +68,7 @@ class _Answerer:
 
             # The ref sits in a list so Ray hands it over unresolved: it is fetched here, once.
             model = str(materialise(ray.get(shipped[0])))
-        self.engine = Engine.load(model, threads=threads, settings=settings)
+        self.engine = Engine.load(model, threads=threads, settings=settings, throughput=True)
         ctx = ray.get_runtime_context()
         self.worker = ctx.get_actor_id()[:12]  # an actor keeps its id across restarts
         self.node = ctx.get_node_id()[:12]
