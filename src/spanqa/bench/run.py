@@ -170,7 +170,7 @@ def time_dataset(engine, info: ModelInfo, batch_size: int, examples, settings: B
         for k in stages:
             stages[k].append(evaluation.timings[k])
         passes.append(evaluation.timings["wall_s"])  # the stages overlap on large inputs
-        model_s.append(sum(evaluation.stats.latencies_ms) / 1000.0)
+        model_s.append(sum(evaluation.stats.latencies_ms) / 1000.0 / evaluation.stats.streams)
     assert evaluation is not None  # _guarded always yields once
     stats = evaluation.stats
     return DatasetResult(
@@ -242,7 +242,9 @@ def bench(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     for package, info in zip(packages, infos):
-        runtime = open_runtime(package, RuntimeOptions(threads=threads))
+        # The real job runs as `spanqa run` does (several batches in flight where the runtime
+        # has streams); the recipe's fps table times one batch at a time, as msame does.
+        runtime = open_runtime(package, RuntimeOptions(threads=threads, throughput=examples is not None))
         info.runtime.update(runtime_info(runtime))
         features = None  # built once per model, for the warm-up batches only
         if examples is not None and settings.warmup > 0:
