@@ -169,7 +169,11 @@ def profile(package, threads: int, batch_feeds) -> dict:
     int8 = sum(r["ms"] for r in rows if any(t in r["exec_type"].lower() for t in ("i8", "u8"))) * 1e3 / total
     # The first layer's nodes by name: what each node type stands for in the graph.
     layer0 = sorted(
-        ({"node": k[0], "node_type": k[1], "exec_type": k[2], "ms": v / 1e3} for k, v in by_node.items() if "layer.0." in k[0]),
+        (
+            {"node": k[0], "node_type": k[1], "exec_type": k[2], "ms": v / 1e3}
+            for k, v in by_node.items()
+            if k[0].startswith("/layer.0/")
+        ),
         key=lambda r: -r["ms"],
     )
     return {"total_ms": total / 1e3, "int8_share": int8, "ops": rows, "layer0": layer0[:25]}
