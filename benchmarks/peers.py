@@ -651,9 +651,9 @@ def make_hf_dir(checkpoint: Path, out: Path) -> Path:
 
 
 def make_package(checkpoint: Path, target: str, out: Path, calibration: Path) -> Path:
-    from spanqa.build.compile import convert_checkpoint
     from spanqa.models.manifest import MANIFEST_NAME
     from spanqa.settings import CompileSettings
+    from spanqa.targets.compile import convert_checkpoint
 
     if not (out / MANIFEST_NAME).is_file():
         # The accuracy guard is measured by this script itself (F1 against spanqa fp32, per row).

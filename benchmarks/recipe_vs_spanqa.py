@@ -340,7 +340,7 @@ def main() -> None:
     given = read_json(args.spanqa_package / "manifest.json")["target"] if args.spanqa_package else None
     target = args.target or given or "cpu-int8"
     if target == "auto":
-        from spanqa.build.suitability import auto_target
+        from spanqa.targets.suitability import auto_target
 
         target = auto_target()
         say(f"--target auto: {target}")

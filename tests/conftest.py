@@ -46,7 +46,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_package(tiny_checkpoint, tmp_path_factory) -> Path:
     """The tiny checkpoint converted to a cpu-fp32 model package (dynamic shapes)."""
-    from spanqa.build.compile import convert_checkpoint
+    from spanqa.targets.compile import convert_checkpoint
 
     out = tmp_path_factory.mktemp("tinypkg") / "pkg"
     convert_checkpoint(tiny_checkpoint, out)
@@ -57,8 +57,8 @@ def tiny_package(tiny_checkpoint, tmp_path_factory) -> Path:
 def fixed_package(tiny_package, tmp_path_factory) -> Path:
     """The tiny model compiled for fixed [4, 96] inputs (the .om style; 96: compile refuses a fixed
     length too short for a 64-piece question)."""
-    from spanqa.build.compile import compile_model
     from spanqa.settings import CompileSettings
+    from spanqa.targets.compile import compile_model
 
     out = tmp_path_factory.mktemp("fixedpkg") / "pkg"
     compile_model(tiny_package / "exported.onnx", out, CompileSettings(batch_size=4, seq_len=96))
@@ -84,7 +84,7 @@ def tiny_features(tiny_package, tmp_path_factory):
 @pytest.fixture(scope="session")
 def standin_package(standin_dir, tmp_path_factory) -> Path:
     """The real stand-in QA model converted to a cpu-fp32 model package (made once per run)."""
-    from spanqa.build.compile import convert_checkpoint
+    from spanqa.targets.compile import convert_checkpoint
 
     out = tmp_path_factory.mktemp("standinpkg") / "pkg"
     convert_checkpoint(standin_dir, out)

@@ -84,7 +84,7 @@ def build_broken(ctx) -> None:
     import onnx
     from onnx import numpy_helper
 
-    from spanqa.build.builders import build_cpu_fp32
+    from spanqa.targets.builders import build_cpu_fp32
 
     build_cpu_fp32(ctx)
     path = ctx.out_dir / "model.onnx"

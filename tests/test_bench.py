@@ -48,8 +48,8 @@ def table_rows(output: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def fixed_package(tiny_package, tmp_path_factory) -> Path:
     """The tiny model compiled for one shape, in a directory also named 'pkg' (label clash)."""
-    from spanqa.build.compile import compile_model
     from spanqa.settings import CompileSettings
+    from spanqa.targets.compile import compile_model
 
     out = tmp_path_factory.mktemp("fixedshape") / "pkg"
     compile_model(tiny_package / "exported.onnx", out, CompileSettings(batch_size=2, seq_len=96))

@@ -20,8 +20,8 @@ from test_reliability_cli import CONTEXT, QUESTIONS, squad
 
 @pytest.fixture(scope="module")
 def package_384(tiny_package, tmp_path_factory):
-    from spanqa.build.compile import compile_model
     from spanqa.settings import CompileSettings
+    from spanqa.targets.compile import compile_model
 
     out = tmp_path_factory.mktemp("fixed") / "pkg384"
     compile_model(tiny_package / "exported.onnx", out, CompileSettings(seq_len=384))
@@ -279,7 +279,7 @@ def test_gpu_target_without_gpu_is_one_line(tiny_package, tmp_path):
 
 
 def test_targets_lists_what_suits_this_cpu():
-    from spanqa.build.suitability import auto_target, suitability
+    from spanqa.targets.suitability import auto_target, suitability
 
     rows = {r.target.name: r for r in suitability(flags=["avx2", "fma"])}
     assert rows["cpu-bf16"].status == "no bf16" and rows["cpu-int8"].status == "slow here"

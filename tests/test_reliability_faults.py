@@ -90,10 +90,10 @@ def test_disk_full_while_writing_outputs(tiny_package, tmp_path, monkeypatch):
 
 
 def test_disk_full_while_writing_a_package(tiny_package, tmp_path, monkeypatch):
-    import spanqa.build.compile
-    from spanqa.build.compile import compile_model
+    import spanqa.targets.compile
+    from spanqa.targets.compile import compile_model
 
-    monkeypatch.setattr(spanqa.build.compile, "write_tokenizer_files", no_space)
+    monkeypatch.setattr(spanqa.targets.compile, "write_tokenizer_files", no_space)
     with pytest.raises(OSError):
         compile_model(tiny_package / "exported.onnx", tmp_path / "pkg")
     assert list(tmp_path.iterdir()) == []

@@ -51,7 +51,7 @@ RUNTIMES: dict[str, RuntimeEntry] = {
     )
 }
 
-_BUILDERS = "spanqa.build.builders"
+_BUILDERS = "spanqa.targets.builders"
 TARGETS: dict[str, TargetEntry] = {
     e.name: e
     for e in (

@@ -111,7 +111,7 @@ def export_cmd(checkpoint: Path, output: Path, opset: int) -> None:
 def compile_cmd(model: Path, output: Path, overwrite: bool, **options) -> None:
     """Compile an exported ONNX MODEL for a target into a model package (the recipe's .om step).
     Reduced-precision targets need --guard DATASET (or an explicit --no-guard)."""
-    from spanqa.build.compile import compile_model
+    from spanqa.targets.compile import compile_model
 
     settings, guard = _compile_settings(model, **options)
     manifest = compile_model(model, output, settings, guard=guard, overwrite=overwrite)
@@ -154,7 +154,7 @@ def _compile_settings(
 @quiet_option
 def convert_cmd(checkpoint: Path, output: Path, opset: int, overwrite: bool, **options) -> None:
     """Export CHECKPOINT and compile it in one step (the recipe's pth2om.sh); keeps the exported ONNX."""
-    from spanqa.build.compile import convert_checkpoint
+    from spanqa.targets.compile import convert_checkpoint
 
     settings, guard = _compile_settings(checkpoint, **options)
     report, manifest = convert_checkpoint(
@@ -168,7 +168,7 @@ def convert_cmd(checkpoint: Path, output: Path, opset: int, overwrite: bool, **o
 @click.command("targets")
 def targets_cmd() -> None:
     """List the compile targets, and which suit this machine's CPU."""
-    from spanqa.build.suitability import suitability
+    from spanqa.targets.suitability import suitability
 
     rows = suitability()
     for row in rows:

@@ -231,7 +231,7 @@ def run_cmd(
         inputs = inputs or (str(dataset),)
     check_output(result_dir, "result", overwrite=overwrite, inputs=(dataset, model))
     if target == "auto":
-        from spanqa.build.suitability import auto_target
+        from spanqa.targets.suitability import auto_target
 
         target = auto_target()
         click.echo(f"--target auto: {target} suits this CPU best", err=True)

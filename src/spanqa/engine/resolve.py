@@ -111,11 +111,11 @@ def resolve_model(
 def _build(path: Path, is_onnx: bool, settings: CompileSettings, cache, guard, threads):
     from filelock import FileLock
 
-    from spanqa.build.compile import compile_model, convert_checkpoint, require_guard
     from spanqa.engine.guard import Guard
     from spanqa.models.manifest import MANIFEST_NAME
     from spanqa.models.package import open_package
     from spanqa.paths import cache_home
+    from spanqa.targets.compile import compile_model, convert_checkpoint, require_guard
 
     if not settings.guard:
         require_guard(settings, None)  # a reduced-precision target without a guard needs --no-guard

@@ -1,4 +1,4 @@
-"""Compiling an exported ONNX model into a cpu-fp32 model package (spanqa.build.compile): fusions
+"""Compiling an exported ONNX model into a cpu-fp32 model package (spanqa.targets.compile): fusions
 counted from the graph, fixed shapes, verification against PyTorch, one-line errors, output safety."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from spanqa.build.compile import compile_model
 from spanqa.cli import main
 from spanqa.fileutil import MARKER
 from spanqa.models.checkpoint import load_checkpoint
@@ -20,6 +19,7 @@ from spanqa.models.package import open_package
 from spanqa.registry import TARGETS
 from spanqa.runtimes import open_runtime
 from spanqa.settings import CompileSettings
+from spanqa.targets.compile import compile_model
 
 
 def _op_counts(path):

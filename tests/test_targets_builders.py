@@ -1,4 +1,4 @@
-"""Reduced-precision and GPU targets (spanqa.build.builders via spanqa.registry), the accuracy
+"""Reduced-precision and GPU targets (spanqa.targets.builders via spanqa.registry), the accuracy
 guard (spanqa.engine.guard) that every one of them needs, and which targets suit this CPU."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from spanqa.build.compile import compile_model
-from spanqa.build.suitability import auto_target, suitability
 from spanqa.cli import main
 from spanqa.engine.guard import Guard
 from spanqa.registry import TARGETS, TargetEntry
 from spanqa.runtimes import open_runtime
 from spanqa.settings import CompileSettings, GuardSettings
+from spanqa.targets.compile import compile_model
+from spanqa.targets.suitability import auto_target, suitability
 from squad_files import subset
 
 GUARD_Q = "200"  # GuardSettings.min_questions: fewer make the decision noise

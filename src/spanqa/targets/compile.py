@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from spanqa import __version__, registry
-from spanqa.build.builders import BuildContext
 from spanqa.data.vocab import TokenizerSettings, resolve_tokenizer, write_tokenizer_files
 from spanqa.errors import CompileError, UsageError, missing_backend, one_line
 from spanqa.fileutil import atomic_dir, check_output, sha256_file, write_json_atomic
 from spanqa.models.manifest import Manifest, Shapes
 from spanqa.models.package import INPUT_NAMES, MANIFEST_NAME, OUTPUT_NAMES, ModelPackage
 from spanqa.settings import CompileSettings, FeatureSettings
+from spanqa.targets.builders import BuildContext
 
 
 def _require_provider(target: registry.TargetEntry) -> None:

@@ -143,8 +143,8 @@ def calibration_inputs(ctx: BuildContext) -> list[dict[str, np.ndarray]]:
 
 def _build_openvino(ctx: BuildContext, precision: str) -> None:
     from spanqa import progress
-    from spanqa.build import openvino as openvino_rt
     from spanqa.runtimes.openvino import cpu_capabilities
+    from spanqa.targets import openvino as openvino_rt
 
     model = openvino_rt.read_and_shape(ctx.source, ctx.settings.batch_size, ctx.settings.seq_len)
     ctx.manifest["inference_precision"] = "f32"
