@@ -259,7 +259,8 @@ def test_dev_set_download_verified(server, tmp_path, monkeypatch):
     target = tmp_path / "data" / "dev-v1.1.json"
     assert result.output == f"squad-v1.1-dev: dev-v1.1.json ready in {target}\n"
     assert target.read_bytes() == data
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["dev-v1.1.json"]
+    # the file and the record that spanqa wrote it (the output rule's sidecar)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [".dev-v1.1.json.spanqa-artifact", "dev-v1.1.json"]
 
 
 def test_url_with_local_archive_path_and_file_url(tmp_path):

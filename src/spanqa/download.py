@@ -23,7 +23,7 @@ from typing import Literal
 from spanqa import __version__
 from spanqa.archive import CHECKPOINT_FILES, RECORD_NAME, extract_checkpoint, safe_extract
 from spanqa.errors import DownloadError, one_line
-from spanqa.fileutil import atomic_path, check_output, sha256_file
+from spanqa.fileutil import atomic_path, check_output, check_output_file, mark_file, sha256_file
 from spanqa.paths import HOME_ENV, cache_home
 
 MIRROR_ENV = "SPANQA_MIRROR"
@@ -76,6 +76,9 @@ ASSETS: dict[str, Asset] = {
         description="SQuAD v1.1 dev set",
     ),
 }
+
+
+DATASET_KIND = "dataset"  # what the output rule records for a downloaded data file
 
 
 def get_asset(name: str) -> Asset:
@@ -132,7 +135,7 @@ def ensure_asset(name: str, *, mirror: str | None = None, home: str | os.PathLik
     dest = default_path(name, home)
     if is_complete(name, dest):
         return dest
-    return download(name, dest=dest, mirror=mirror)
+    return download(name, dest=dest, mirror=mirror, cache=True)
 
 
 def ensure_assets(dataset, model, *, mirror: str | None = None) -> tuple[Path, Path]:
@@ -169,11 +172,13 @@ def download(
     mirror: str | None = None,
     *,
     timeout: float = TIMEOUT_S,
+    cache: bool = False,
 ) -> Path:
     """Fetch, verify and install one asset at ``dest`` (checkpoint dir or file path); return it.
 
     ``dest`` defaults to the asset's place in the cache. Whatever is at ``dest`` is replaced only
-    once the new content is complete and verified.
+    once the new content is complete and verified, and only when spanqa put it there (or
+    ``cache``: ``dest`` is spanqa's own cache entry, where a damaged copy is simply fetched again).
     """
     asset = get_asset(name)
     dest = Path(dest).expanduser() if dest is not None else default_path(name)
@@ -182,9 +187,13 @@ def download(
     local = _local_path(asset, src)
     # Temp files live beside the destination: same filesystem for the final rename, and a
     # multi-GB archive goes to the disk the user chose, not to /tmp.
+    # Only what spanqa installed may be replaced: never a directory of other files, never a
+    # data file of the user's (the official one is "already there" before this point).
     if asset.kind == "checkpoint":
-        # Only a checkpoint spanqa installed may be replaced: never a directory of other files.
-        check_output(dest, "checkpoint", overwrite=True, option="--dir")
+        check_output(dest, "checkpoint", overwrite=True, inputs=(local,), option="--dir")
+    else:
+        if not (cache or dest == default_path(name).absolute()):
+            check_output_file(dest, DATASET_KIND, overwrite=True, inputs=(local,), option="--dir")
     created = _missing_parents(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp_file: Path | None = None
@@ -364,6 +373,7 @@ def _install_file(src: Path, dest: Path, move: bool) -> None:
     else:
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
+    mark_file(dest, DATASET_KIND)
 
 
 __all__ = ["HOME_ENV", "cache_home", "extract_checkpoint", "safe_extract"]

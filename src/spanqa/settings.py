@@ -140,6 +140,7 @@ class InferSettings:
     batch_size: int | None = None  # for headerless .bin folders without manifest / synthetic runs
     seq_len: int | None = None  # likewise
     resume: bool = False  # skip batches whose outputs are complete
+    overwrite: bool = False  # replace this command's own earlier outputs (never a directory it did not write)
 
 
 @dataclass(frozen=True)
@@ -216,12 +217,17 @@ class ServeSettings:
     max_batch_tokens: int = 4096
     max_wait_ms: float = 5.0  # how long a batch waits to fill once its first request is in
     # Requests each replica takes at once (in its batch queue or its running batch); more wait
-    # in Serve's queue at the proxy, up to max_queued, then get 503 + Retry-After.
+    # in Serve's queue in spanqa's ingress, up to max_queued, then get 503 + Retry-After.
     max_ongoing: int = 64
     max_queued: int = 128
-    retry_after_s: int = 1
+    # Admission by work: padded tokens admitted and not yet answered, per ready replica; beyond
+    # it 503 with Retry-After from the measured seconds per token (spanqa.serve.admission).
+    max_queued_tokens: int = 32768
+    max_body_bytes: int = 4 * 1024 * 1024  # a larger request body is 413 before it is parsed
+    retry_after_s: int = 1  # Retry-After while loading or draining, and before any batch is timed
     request_timeout_s: float = 30.0
     drain_timeout_s: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
+    access_log: bool = True  # one JSON line per request on stdout
     address: str | None = None  # a running Ray cluster; None starts a local one
     # Limits of one request (413 beyond them).
     max_context_chars: int = 50_000
@@ -236,6 +242,9 @@ class ServeSettings:
             "max_batch_tokens",
             "max_ongoing",
             "max_queued",
+            "max_queued_tokens",
+            "max_body_bytes",
+            "retry_after_s",
             "max_context_chars",
             "max_windows",
             "max_inputs",
@@ -267,6 +276,51 @@ class RaySettings:
     local_cpus: int | None = None  # CPUs of the local Ray started without --address (None: all)
 
 
+@dataclass(frozen=True)
+class LoadgenSettings:
+    """``spanqa loadgen``: MLPerf LoadGen's scenarios driving the engine or a server (spanqa.loadgen)."""
+
+    scenario: str = "offline"  # offline | server | singlestream
+    mode: str = "performance"  # performance | accuracy | find-peak
+    latency_ms: float = 130.0  # Server: the bound on the 99th-percentile latency (MLPerf BERT's)
+    latency_percentile: float = 0.99  # Server (MLPerf BERT's)
+    # Server: the Poisson arrival rate. Offline: the rate LoadGen sizes its one query by (None:
+    # measured in the warm-up). find-peak: the highest rate tried (None: an Offline run's rate).
+    target_qps: float | None = None
+    # A run lasts at least this long and this many queries. MLPerf's own runs last 600 s; early
+    # stopping needs at least 459 queries for a VALID p99 and 64 for a p90.
+    duration_s: float = 30.0
+    min_queries: int = 512
+    warmup_questions: int = 64  # answered before each run (untimed): runtime warm-up and rate estimate
+    # The online batcher (Server): a batch closes at this many padded tokens, when the oldest
+    # query's deadline leaves no room for more, or this long after its first query when no
+    # more are waiting.
+    token_budget: int = 1024
+    max_wait_ms: float = 2.0
+    peak_steps: int = 6  # find-peak: full Server runs of the bisection after the first
+    peak_tolerance: float = 0.05  # find-peak: stop when the VALID/INVALID interval is this narrow (relative)
+    # --features: a sample is one pre-tokenised window, as MLPerf BERT's sample library makes them.
+    feature_seq_length: int = 384
+    feature_doc_stride: int = 128
+    feature_query_length: int = 64
+    http_connections: int = 512  # --url: requests in flight at most (more wait in the client)
+    http_timeout_s: float = 120.0
+
+    def check(self) -> None:
+        if self.scenario not in ("offline", "server", "singlestream"):
+            raise UsageError(f"--scenario {self.scenario}: use offline, server or singlestream")
+        if self.mode not in ("performance", "accuracy", "find-peak"):
+            raise UsageError(f"--mode {self.mode}: use performance, accuracy or find-peak")
+        if not self.latency_ms > 0:
+            raise UsageError(f"--latency-ms {self.latency_ms}: must be more than 0")
+        if self.target_qps is not None and not self.target_qps > 0:
+            raise UsageError(f"--target-qps {self.target_qps}: must be more than 0")
+        if not self.duration_s > 0:
+            raise UsageError(f"--duration {self.duration_s}: must be more than 0")
+        if self.min_queries < 1:
+            raise UsageError(f"--min-queries {self.min_queries}: must be at least 1")
+
+
 def default(cls: type, name: str) -> Any:
     """The default of one field of a settings dataclass: what the CLI shows and uses."""
     for f in dataclasses.fields(cls):
@@ -288,6 +342,7 @@ __all__ = [
     "FeatureSettings",
     "GuardSettings",
     "InferSettings",
+    "LoadgenSettings",
     "RaySettings",
     "RunSettings",
     "ServeSettings",

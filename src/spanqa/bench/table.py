@@ -115,7 +115,7 @@ def format_table(report: BenchReport) -> str:
 # Plot
 
 
-def plot(report: BenchReport, path: str | Path) -> Path:
+def plot(report: BenchReport, path: str | Path, *, overwrite: bool = False) -> Path:
     """Throughput against batch size, one line per model (min-max as error bars), written as PNG."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -123,7 +123,7 @@ def plot(report: BenchReport, path: str | Path) -> Path:
         from matplotlib.ticker import FixedLocator, NullLocator
     except ImportError:
         raise missing_backend("matplotlib", "plot") from None
-    from spanqa.fileutil import atomic_path
+    from spanqa.fileutil import atomic_file
 
     # The object API with the Agg canvas: no pyplot, no global backend switch in the caller's process.
     fig = Figure(figsize=(8, 5), dpi=120, layout="constrained")
@@ -179,6 +179,6 @@ def plot(report: BenchReport, path: str | Path) -> Path:
     )
     ax.legend(loc="best", fontsize=9)
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_file(path, "bench plot", overwrite=overwrite, option="--plot") as tmp:
         fig.savefig(tmp, format="png")
     return path

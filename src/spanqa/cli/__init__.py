@@ -73,11 +73,28 @@ def main(quiet: bool, debug: bool) -> None:
 
 
 def _register() -> None:
-    from spanqa.cli import ask, bench, data, download, evaluate, infer, model, run, serve
+    from spanqa.cli import ask, bench, data, download, evaluate, infer, loadgen, model, report, run, serve
 
-    for module in (download, model, data, infer, evaluate, run, ask, bench, serve):
+    for module in (download, model, data, infer, evaluate, run, report, ask, bench, serve, loadgen):
         for command in module.COMMANDS:
-            main.add_command(command)
+            main.add_command(_checked(command))
+
+
+def _checked(command: click.Command) -> click.Command:
+    """Run the output rule over the command's declared paths before its own code."""
+    import functools
+
+    from spanqa.cli._common import check_declared_paths
+
+    callback = command.callback
+
+    @functools.wraps(callback)
+    def checked(*args, **kwargs):
+        check_declared_paths(click.get_current_context())
+        return callback(*args, **kwargs)
+
+    command.callback = checked
+    return command
 
 
 _register()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from spanqa.cli._common import quiet_option, squad2_options
+from spanqa.cli._common import input_path, quiet_option, squad2_options
 
 COMMANDS: list[click.Command] = []
 _LOOKS_LIKE_FILE = re.compile(r"^\S+(\.[A-Za-z0-9]{1,5}|/\S*)$")
@@ -42,9 +42,9 @@ def read_context(context: str | None, context_file: Path | None) -> str:
 
 
 @click.command("ask")
-@click.option("--model", type=click.Path(path_type=Path), required=True, help="A model package, .onnx or checkpoint directory.")
+@click.option("--model", type=input_path("model"), required=True, help="A model package, .onnx or checkpoint directory.")
 @click.option("--context", default=None, help="The passage itself, or @FILE to read it from a file.")
-@click.option("--context-file", type=click.Path(path_type=Path), default=None, help="A text file holding the passage.")
+@click.option("--context-file", type=input_path("file"), default=None, help="A text file holding the passage.")
 @click.argument("questions", nargs=-1)
 @click.option("--n-best", type=click.IntRange(min=1), default=1, show_default=True, help="Answers shown per question.")
 @click.option("--threads", type=click.IntRange(min=1), default=None)

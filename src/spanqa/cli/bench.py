@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-from spanqa.cli._common import quiet_option, setting
+from spanqa.cli._common import input_path, output_path, overwrite_option, quiet_option, setting
 from spanqa.settings import BenchSettings, default
 
 COMMANDS: list[click.Command] = []
@@ -37,7 +36,7 @@ def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option(
     "--model",
     "models",
-    type=click.Path(path_type=Path),
+    type=input_path("model"),
     multiple=True,
     required=True,
     help="A model package (or .onnx). Repeat to compare several side by side in one run.",
@@ -54,7 +53,7 @@ def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 )
 @click.option(
     "--dataset",
-    type=click.Path(path_type=Path),
+    type=input_path("squad"),
     default=None,
     help="A SQuAD JSON: time the real job end to end (questions/s, model rows/s) instead of synthetic batches.",
 )
@@ -84,14 +83,15 @@ def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option(
     "--plot",
     "plot_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=output_path("bench plot", file=True),
     default=None,
     help="Write throughput vs batch size as a PNG (needs spanqa[plot]).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the raw numbers as JSON on stdout instead of the table.")
 @click.option(
-    "-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Also save the JSON to this file."
+    "-o", "--output", type=output_path("bench results", file=True), default=None, help="Also save the JSON to this file."
 )
+@overwrite_option
 @quiet_option
 def bench_cmd(
     models,
@@ -107,6 +107,7 @@ def bench_cmd(
     plot_path,
     as_json,
     output,
+    overwrite,
 ) -> None:
     """Throughput of each MODEL per batch size: the recipe's fps table.
 
@@ -150,9 +151,6 @@ def bench_cmd(
             printed_header.append(True)
         click.echo(row_line(report, result))
 
-    for path, option in ((output, "-o"), (plot_path, "--plot")):
-        if path is not None:
-            _writable(path, option)  # before the benchmark, not after it
     report = bench(list(models), settings, on_result=stream)
     data = report.to_json()
     if as_json:
@@ -161,27 +159,13 @@ def bench_cmd(
         for line in footer_lines(report):
             click.echo(line)
     if output is not None:
-        from spanqa.fileutil import write_json_atomic
+        from spanqa.fileutil import atomic_file
 
-        _writable(output, "-o")
-        write_json_atomic(output, data)
+        with atomic_file(output, "bench results", overwrite=overwrite, inputs=(*models, dataset)) as tmp:
+            tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     if plot_path is not None:
-        plot(report, plot_path)
+        plot(report, plot_path, overwrite=overwrite)
         click.echo(f"plot: {plot_path}", err=True)
-
-
-def _writable(path: Path, option: str) -> None:
-    from spanqa.errors import OutputError
-
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir() or not parent.is_dir():
-        raise OutputError(
-            f"{option} {path}: {'a directory' if path.is_dir() else 'its directory does not exist'}; name a file in an existing directory"
-        )
-    import os
-
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{option} {path}: {parent} is not writable; choose another place")
 
 
 COMMANDS += [bench_cmd]

@@ -6,28 +6,28 @@ from pathlib import Path
 
 import click
 
-from spanqa.cli._common import overwrite_option, quiet_option, setting
+from spanqa.cli._common import input_path, output_path, overwrite_option, quiet_option, setting
 from spanqa.settings import FeatureSettings
 
 
 @click.command("preprocess")
-@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dataset", type=input_path("squad", exists=True, dir_okay=False))
 @click.option(
     "-o",
     "--output",
     "out_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=output_path("features"),
     help="Features directory to write (a new or empty one; --overwrite replaces a features directory).",
 )
 @click.option(
     "--model",
-    type=click.Path(exists=True, path_type=Path),
+    type=input_path("model", exists=True),
     help="Checkpoint or model package directory whose vocab and casing to use.",
 )
 @click.option(
     "--vocab",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=input_path("file", exists=True, dir_okay=False),
     help="A WordPiece vocab.txt (cased unless --lower-case).",
 )
 @click.option("--lower-case", is_flag=True, help="Lower-case and strip accents (only with --vocab).")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from spanqa.cli._common import quiet_option
+from spanqa.cli._common import input_path, output_path, quiet_option
 
 # Kept here rather than imported from spanqa.download so --help needs no library import.
 ASSET_NAMES = ("squad1", "squad2", "squad-v1.1-dev")
@@ -15,13 +17,14 @@ ASSET_NAMES = ("squad1", "squad2", "squad-v1.1-dev")
 @click.option(
     "--dir",
     "directory",
-    type=click.Path(file_okay=False, path_type=str),
+    type=output_path("download", idempotent=True, locate=lambda params, value: _destination(params["asset"], value)),
     default=None,
     help="Where to put it: the checkpoint directory (squad1/squad2) or the directory for "
     "dev-v1.1.json. Default: under $SPANQA_HOME or ~/.cache/spanqa.",
 )
 @click.option(
     "--url",
+    type=input_path("file", path_type=str),
     default=None,
     metavar="URL|PATH",
     help="Fetch from this full URL instead, or use a local file (path or file:// URL) downloaded elsewhere.",
@@ -42,24 +45,27 @@ def download_command(asset: str, directory: str | None, url: str | None, mirror:
     Archives are checksummed and extracted safely; the sha256 of what was fetched is recorded
     beside the checkpoint. Offline? Fetch the file elsewhere and pass it with --url PATH.
     """
-    from pathlib import Path
-
     from spanqa import download as dl
 
     spec = dl.get_asset(asset)
-    if directory is None:
-        dest = dl.default_path(asset)
-    elif spec.kind == "file":
-        dest = Path(directory).expanduser() / spec.filename
-    else:
-        dest = Path(directory).expanduser()
-    dest = dest.absolute()
-    if not force and not url and dl.is_complete(asset, dest):
+    dest = dl.default_path(asset).absolute() if directory is None else _destination(asset, directory)[0]
+    if not force and dl.is_complete(asset, dest):
         click.echo(f"{asset} is already in {dest} (use --force to download it again)")
         return
     path = dl.download(asset, dest=dest, url=url, mirror=mirror)
     what = "checkpoint" if spec.kind == "checkpoint" else spec.filename
     click.echo(f"{asset}: {what} ready in {path}")
+
+
+def _destination(asset: str, directory) -> tuple[Path, str, bool]:
+    """Where --dir puts ``asset``: the checkpoint directory itself, or the data file inside it."""
+    from spanqa.download import DATASET_KIND, get_asset
+
+    spec = get_asset(asset)
+    base = Path(directory).expanduser().absolute()
+    if spec.kind == "file":
+        return base / spec.filename, DATASET_KIND, True
+    return base, "checkpoint", False
 
 
 COMMANDS: list[click.Command] = [download_command]

@@ -6,25 +6,25 @@ from pathlib import Path
 
 import click
 
-from spanqa.cli._common import overwrite_option, quiet_option, setting, squad2_options, squad2_rows
+from spanqa.cli._common import input_path, output_path, overwrite_option, quiet_option, setting, squad2_options, squad2_rows
 from spanqa.settings import AnswerSettings
 
 COMMANDS: list[click.Command] = []
 
 
 @click.command("evaluate")
-@click.argument("dataset", type=click.Path(path_type=Path))
+@click.argument("dataset", type=input_path("squad"))
 @click.option(
     "--features",
     "features_dir",
-    type=click.Path(path_type=Path),
+    type=input_path("features"),
     required=True,
     help="The features directory made by 'spanqa preprocess'.",
 )
 @click.option(
     "--outputs",
     "outputs_dir",
-    type=click.Path(path_type=Path),
+    type=input_path("outputs"),
     required=True,
     help="The inference outputs: {i}_output_0 (start) and {i}_output_1 (end) logits per batch, .bin or .npy.",
 )
@@ -32,7 +32,7 @@ COMMANDS: list[click.Command] = []
     "-o",
     "--output",
     "result_dir",
-    type=click.Path(path_type=Path),
+    type=output_path("result"),
     required=True,
     help="The result directory to write (predictions.json, nbest_predictions.json, result.json).",
 )

@@ -1,12 +1,10 @@
-"""CLI commands: infer (the recipe's msame step) and report (its parse.py)."""
+"""CLI command: infer (the recipe's msame step; its report, parse.py, is ``spanqa report``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from spanqa.cli._common import quiet_option, setting
+from spanqa.cli._common import input_path, output_path, overwrite_option, quiet_option, setting
 from spanqa.settings import InferSettings
 
 COMMANDS: list[click.Command] = []
@@ -16,13 +14,14 @@ COMMANDS: list[click.Command] = []
 @click.option(
     "--model",
     "model",
-    type=click.Path(path_type=Path),
+    type=input_path("model"),
     required=True,
     help="A model package from compile/convert, or a .onnx file.",
 )
 @click.option(
     "--input",
     "inputs",
+    type=input_path("features", separator=",", path_type=str),
     default=None,
     help="The features directory from 'spanqa preprocess', or comma-separated folders "
     "(input_ids,segment_ids,input_mask; msame style). Omit to time synthetic inputs (perf-only mode).",
@@ -30,7 +29,7 @@ COMMANDS: list[click.Command] = []
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
+    type=output_path("infer outputs", reuse="resume"),
     default=None,
     help="Where to write {i}_output_0/1 files, infer.log and summary.json.",
 )
@@ -55,8 +54,9 @@ COMMANDS: list[click.Command] = []
 )
 @click.option("--seq-len", type=click.IntRange(min=1), default=None, help="Sequence length, likewise.")
 @click.option("--resume", is_flag=True, help="Keep the complete outputs already in OUTPUT and run only the rest.")
+@overwrite_option
 @quiet_option
-def infer_cmd(model, inputs, output, outfmt, warmup, loop, threads, device, batch_size, seq_len, resume) -> None:
+def infer_cmd(model, inputs, output, outfmt, warmup, loop, threads, device, batch_size, seq_len, resume, overwrite) -> None:
     """Run MODEL over feature folders and write start/end logits per batch, msame style.
 
     Writes OUTPUT/{i}_output_0.bin (start logits) and {i}_output_1.bin (end logits), float32
@@ -65,8 +65,8 @@ def infer_cmd(model, inputs, output, outfmt, warmup, loop, threads, device, batc
     .bin folders without manifest.json take their shape from a fixed-shape model, or from
     --seq-len / --batch-size.
 
-    Without --resume an existing OUTPUT's old *_output_0/1 files are removed first; with it,
-    batches whose two outputs are complete are skipped (the run must use the same model,
+    OUTPUT must be new or empty, or infer's own earlier OUTPUT: --overwrite starts it afresh,
+    --resume continues it: batches whose two outputs are complete are skipped (the run must use the same model,
     shapes and --outfmt). Interrupting (Ctrl-C, kill) never leaves a partial file under a final name.
     """
     from spanqa.offline.infer import infer_folders, infer_synthetic
@@ -80,7 +80,10 @@ def infer_cmd(model, inputs, output, outfmt, warmup, loop, threads, device, batc
         batch_size=batch_size,
         seq_len=seq_len,
         resume=resume,
+        overwrite=overwrite,
     )
+    if resume and overwrite:
+        raise click.UsageError("give either --resume (continue OUTPUT) or --overwrite (start it afresh), not both")
     if inputs is None:
         if resume:
             raise click.UsageError("--resume needs --input (synthetic runs write no outputs)")
@@ -94,19 +97,4 @@ def infer_cmd(model, inputs, output, outfmt, warmup, loop, threads, device, batc
     infer_folders(model, inputs, output, settings, echo=click.echo)
 
 
-@click.command("report")
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size of an msame log that does not state it.")
-def report_cmd(path: Path, batch_size: int | None) -> None:
-    """Print fps from an infer log or summary.json, and EM/F1 from a result.json (or a directory holding them).
-
-    fps = batch size x 1000 / average ms per batch, the average taken without the first run
-    (msame's "without first time" line), as the recipe's parse.py computes it.
-    """
-    from spanqa.offline.report import report_lines
-
-    for line in report_lines(path, batch_size):
-        click.echo(line)
-
-
-COMMANDS += [infer_cmd, report_cmd]
+COMMANDS.append(infer_cmd)

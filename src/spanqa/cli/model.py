@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from spanqa.cli._common import overwrite_option, quiet_option, setting
+from spanqa.cli._common import input_path, output_path, overwrite_option, quiet_option, setting
 from spanqa.settings import CompileSettings, ExportSettings, GuardSettings
 
 COMMANDS: list[click.Command] = []
@@ -59,7 +59,7 @@ def _shape_options(fn):
     )(fn)
     fn = click.option(
         "--guard",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        type=input_path("squad", exists=True, dir_okay=False),
         default=None,
         help="SQuAD JSON: refuse the model if its F1 falls below 99.5% of the fp32 model's on it. "
         "Needed by reduced-precision targets (or --no-guard).",
@@ -73,7 +73,7 @@ def _shape_options(fn):
     )(fn)
     fn = click.option(
         "--calibration",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        type=input_path("squad", exists=True, dir_okay=False),
         default=None,
         help="SQuAD JSON whose features calibrate static int8 (default: the --guard dataset, minus the questions it scores).",
     )(fn)
@@ -86,16 +86,17 @@ def _shape_options(fn):
 
 
 @click.command("export")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The .onnx file to write.")
+@click.argument("checkpoint", type=input_path("checkpoint"))
+@click.option("-o", "--output", type=output_path("ONNX model", file=True), required=True, help="The .onnx file to write.")
 @setting(ExportSettings, "opset", "--opset", type=click.IntRange(min=14), help="ONNX opset.")
+@overwrite_option
 @quiet_option
-def export_cmd(checkpoint: Path, output: Path, opset: int) -> None:
+def export_cmd(checkpoint: Path, output: Path, opset: int, overwrite: bool) -> None:
     """Export CHECKPOINT (SpanBERT or Hugging Face format) to ONNX with dynamic batch and sequence axes,
     then check ONNX Runtime's logits against PyTorch's."""
     from spanqa.models.export import export_checkpoint
 
-    report = export_checkpoint(checkpoint, output, ExportSettings(opset=opset))
+    report = export_checkpoint(checkpoint, output, ExportSettings(opset=opset), overwrite=overwrite)
     click.echo(
         f"Exported {checkpoint} ({report.checkpoint['format']} format, {report.checkpoint['weights_dtype']} weights) -> {output}"
     )
@@ -103,8 +104,8 @@ def export_cmd(checkpoint: Path, output: Path, opset: int) -> None:
 
 
 @click.command("compile")
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The model package directory to write.")
+@click.argument("model", type=input_path("onnx"))
+@click.option("-o", "--output", type=output_path("model package"), required=True, help="The model package directory to write.")
 @_shape_options
 @overwrite_option
 @quiet_option
@@ -146,8 +147,8 @@ def _compile_settings(
 
 
 @click.command("convert")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The model package directory to write.")
+@click.argument("checkpoint", type=input_path("checkpoint"))
+@click.option("-o", "--output", type=output_path("model package"), required=True, help="The model package directory to write.")
 @_shape_options
 @setting(ExportSettings, "opset", "--opset", type=click.IntRange(min=14), help="ONNX opset.")
 @overwrite_option

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from spanqa.cli._common import overwrite_option, quiet_option, setting, squad2_options, squad2_rows
+from spanqa.cli._common import input_path, output_path, overwrite_option, quiet_option, setting, squad2_options, squad2_rows
+from spanqa.cli.report import report_option
 from spanqa.settings import AnswerSettings, BatchingSettings, FeatureSettings, GuardSettings, RaySettings, RunSettings
 
 COMMANDS: list[click.Command] = []
@@ -73,15 +74,15 @@ def print_workers(report) -> None:
 
 
 @click.command("run")
-@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...", type=input_path("squad", path_type=str))
 @click.option(
     "--model",
-    type=click.Path(path_type=Path),
+    type=input_path("model"),
     default=None,
     help="A model package, a .onnx file or a checkpoint directory (converted once and cached). "
     "Default: the official SpanBERT squad1 checkpoint, downloaded on first use.",
 )
-@click.option("-o", "--output", "result_dir", type=click.Path(path_type=Path), default=Path("spanqa-result"), show_default=True)
+@click.option("-o", "--output", "result_dir", type=output_path("result"), default=Path("spanqa-result"), show_default=True)
 @setting(
     RunSettings,
     "target",
@@ -113,7 +114,7 @@ def print_workers(report) -> None:
 )
 @click.option(
     "--guard",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=input_path("squad", exists=True, dir_okay=False),
     default=None,
     help="Accuracy guard dataset when a reduced-precision target is built [default: DATASET].",
 )
@@ -121,7 +122,7 @@ def print_workers(report) -> None:
 @setting(GuardSettings, "questions", "--guard-questions", type=click.IntRange(min=1))
 @click.option(
     "--calibration",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=input_path("squad", exists=True, dir_okay=False),
     default=None,
     help="SQuAD JSON calibrating a cpu-int8 conversion [default: the guard set minus the questions it scores].",
 )
@@ -156,6 +157,7 @@ def print_workers(report) -> None:
 )
 @setting(RaySettings, "batch_questions", "--batch-questions", type=click.IntRange(min=1), help="Ray: questions per actor call.")
 @click.option("--ship-model", is_flag=True, help="Ray: carry the model package to every node through the object store.")
+@report_option
 @overwrite_option
 @quiet_option
 def run_cmd(

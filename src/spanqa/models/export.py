@@ -185,12 +185,21 @@ def verify_against_torch(
     return diffs
 
 
-def export_checkpoint(checkpoint: str | Path, out_path: str | Path, settings: ExportSettings | None = None) -> ExportReport:
+EXPORT_KIND = "ONNX model"  # what the output rule records for an exported .onnx
+EXPORT_RECORD_KIND = "export record"
+
+
+def export_checkpoint(
+    checkpoint: str | Path, out_path: str | Path, settings: ExportSettings | None = None, *, overwrite: bool = False
+) -> ExportReport:
     """Export a checkpoint directory to ONNX and verify it; raises ExportError above tolerance.
 
     The ONNX file appears under ``out_path`` only after it passed verification, with a JSON
-    record (``<out>.json``) of how it was made beside it.
+    record (``<out>.json``) of how it was made beside it. Neither replaces a file spanqa did not
+    write (``fileutil.check_output_file``); an earlier export is replaced only with ``overwrite``.
     """
+    from spanqa.fileutil import check_output_file, mark_file
+
     settings = settings or ExportSettings()
     try:
         import torch
@@ -201,6 +210,9 @@ def export_checkpoint(checkpoint: str | Path, out_path: str | Path, settings: Ex
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
         raise ExportError(f"{out_path}: the output file name must end in .onnx")
+    record = out_path.with_name(out_path.name + ".json")
+    check_output_file(out_path, EXPORT_KIND, overwrite=overwrite, inputs=(checkpoint,))
+    check_output_file(record, EXPORT_RECORD_KIND, overwrite=overwrite, inputs=(checkpoint,))
     graph_source = load_checkpoint(checkpoint, attention="export")
     reference = load_checkpoint(checkpoint, attention="eager").model
     info = graph_source.info
@@ -238,10 +250,11 @@ def export_checkpoint(checkpoint: str | Path, out_path: str | Path, settings: Ex
                 f"{checkpoint}: ONNX and PyTorch logits differ by {worst.max:.3g} at shape "
                 f"{worst.batch}x{worst.seq_len} (tolerance {settings.tolerance:g}); not writing {out_path}"
             )
-        record = out_path.with_name(out_path.name + ".json")
         from spanqa.fileutil import write_json_atomic
 
         record_data = report.to_json()
         record_data["onnx_sha256"] = sha256_file(tmp)
+    mark_file(out_path, EXPORT_KIND)
     write_json_atomic(record, record_data)
+    mark_file(record, EXPORT_RECORD_KIND)
     return report

@@ -19,6 +19,7 @@ import numpy as np
 
 from spanqa import __version__
 from spanqa.errors import InferenceError
+from spanqa.fileutil import check_output, prepare_dir
 from spanqa.offline.folders import MODEL_INPUTS, open_features
 from spanqa.offline.outputs import (
     LOG_NAME,
@@ -34,6 +35,8 @@ from spanqa.runtimes.loop import Batch, check_model_fit, run_batches
 from spanqa.runtimes.stats import InferenceStats
 from spanqa.settings import InferSettings
 from spanqa.sysinfo import cpu_info, sigterm_as_interrupt
+
+INFER_KIND = "infer outputs"  # the kind of directory infer writes (spanqa.fileutil's marker)
 
 
 def _now() -> str:
@@ -140,8 +143,9 @@ def infer_folders(
     """Run every batch of the feature folders and write msame-named outputs, ``infer.log`` and
     ``summary.json`` into ``output_dir``; returns the summary.
 
-    Without ``resume`` a run starts fresh (old ``*_output_[01]`` files in ``output_dir`` are
-    removed). With it, batches whose two outputs are complete are skipped, provided the
+    ``output_dir`` must be new or empty, or this command's own earlier output: replaced only
+    with ``settings.overwrite`` (its old ``*_output_[01]`` files removed first), or continued
+    with ``settings.resume``. With it, batches whose two outputs are complete are skipped, provided the
     directory was written for the same model file, shapes and output format.
     """
     with sigterm_as_interrupt():
@@ -163,9 +167,12 @@ def _infer_folders(model, inputs, output_dir, settings: InferSettings, echo: Cal
         batch_size=settings.batch_size,
         seq_len=settings.seq_len,
     )
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise InferenceError(f"{output_dir}: exists and is not a directory; choose another --output")
+    output_dir = check_output(
+        output_dir,
+        INFER_KIND,
+        overwrite=settings.overwrite or settings.resume,
+        inputs=(model, *features.folders.values()),
+    )
     record = {
         "model_sha256": model_sha256,
         "batch_size": features.batch_size,
@@ -194,8 +201,8 @@ def _infer_folders(model, inputs, output_dir, settings: InferSettings, echo: Cal
     runtime = open_runtime(package, options)
     check_model_fit(runtime.batch_size, runtime.seq_len, None, features.batch_size, features.seq_len)
 
+    prepare_dir(output_dir, INFER_KIND, overwrite=settings.overwrite, resume=settings.resume, inputs=(model,))
     clean_output_dir(output_dir, remove_outputs=not settings.resume)
-    output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
         settings_path,
         {
@@ -300,9 +307,8 @@ def _infer_synthetic(model, output_dir, settings: InferSettings, echo: Callable[
     run_batches(runtime, [batch], warmup=settings.warmup, loop=settings.loop, total=1, desc="infer", stats=stats)
     output_dir = Path(output_dir) if output_dir is not None else None
     if output_dir is not None:
-        if output_dir.exists() and not output_dir.is_dir():
-            raise InferenceError(f"{output_dir}: exists and is not a directory; choose another --output")
-        output_dir.mkdir(parents=True, exist_ok=True)
+        prepare_dir(output_dir, INFER_KIND, overwrite=settings.overwrite, inputs=(model,))
+        clean_output_dir(output_dir, remove_outputs=True)
     summary = _summary(
         package,
         runtime,
