@@ -82,8 +82,9 @@ class _Target:
     def warm(self, singles: bool) -> tuple[float, float]:
         """(samples/s answering a spread of samples at once, seconds per sample one at a time)."""
         n = len(self.samples)
-        k = max(1, min(self.settings.warmup_questions, n))
-        indices = [round(i * (n - 1) / max(1, k - 1)) for i in range(k)] if k > 1 else [0]
+        k = max(1, self.settings.warmup_questions)
+        # Evenly through DATA, repeating a small set: batches fill as in the run itself.
+        indices = [i * n // k for i in range(k)]
         answer = self._answer
         answer(indices[: min(4, k)])  # first runs: allocation, thread pools, connections
         # Passes over the spread until a second has gone by: one short pass on a small set
