@@ -69,6 +69,13 @@ class FeaturesError(SpanQAError):
     exit_code = EXIT_DATA
 
 
+class ResultError(SpanQAError):
+    """A result directory or a file in it (result.json, summary.json, an infer log) is missing
+    what a report needs, is not JSON, or does not match the dataset it names."""
+
+    exit_code = EXIT_DATA
+
+
 class InferenceError(SpanQAError):
     """Inputs do not fit the model, or the runtime failed."""
 
