@@ -33,6 +33,20 @@ class Guard:
         return check(candidate, reference, self.settings, self.threads, self.examples)
 
 
+def mean_ci95(values) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of ``values`` and its 95% confidence interval (normal
+    approximation). Over per-question differences of two models on the same questions it is the
+    paired interval the guard records; ``spanqa report`` uses it for F1/EM and their differences."""
+    values = [float(v) for v in values]
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    half = 1.96 * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
 def guard_questions(settings: GuardSettings):
     from spanqa.data.squad import read_squad
 
@@ -71,10 +85,7 @@ def check(candidate, reference, settings: GuardSettings, threads: int | None = N
     n = len(examples)
     ref_f1 = 100.0 * sum(scores["reference"][1]) / n
     f1 = 100.0 * sum(scores["candidate"][1]) / n
-    diffs = [c - r for c, r in zip(scores["candidate"][1], scores["reference"][1])]
-    mean = sum(diffs) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
-    half = 1.96 * sd / math.sqrt(n)
+    _, low, high = mean_ci95([c - r for c, r in zip(scores["candidate"][1], scores["reference"][1])])
     report = {
         **asdict(settings),
         "dataset": str(settings.dataset),
@@ -85,7 +96,7 @@ def check(candidate, reference, settings: GuardSettings, threads: int | None = N
         "reference_exact_match": 100.0 * sum(scores["reference"][0]) / n,
         "ratio": f1 / ref_f1 if ref_f1 else float("nan"),
         "required_ratio": settings.ratio,
-        "f1_difference_ci95": [100.0 * (mean - half), 100.0 * (mean + half)],
+        "f1_difference_ci95": [100.0 * low, 100.0 * high],
     }
     report["passed"] = bool(ref_f1 > 0 and f1 >= settings.ratio * ref_f1)
     if not report["passed"]:

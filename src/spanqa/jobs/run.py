@@ -132,6 +132,7 @@ def job_summary(engine, dataset, evaluation) -> dict:
         "end_to_end_questions_per_s": evaluation.questions_per_s,
         "model_rows_per_s": stats["rows"] / inference_s,
         "inference": stats,
+        "batch_timings": evaluation.stats.per_batch(),
     }
 
 

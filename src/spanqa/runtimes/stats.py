@@ -7,6 +7,7 @@ over all runs when there is only one.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ class InferenceStats:
     loop: int = 1
     latencies_ms: list[float] = field(default_factory=list)  # one per timed run, in order
     run_rows: list[int] = field(default_factory=list)  # batch rows of each timed run (padding included)
+    done_at: list[float] = field(default_factory=list)  # perf_counter() when each timed run was recorded
     batches: int = 0  # batches run (each ``loop`` times)
     rows: int = 0  # real rows in those batches (attention mask not all zero)
     padded_rows: int = 0  # all-zero padding rows in those batches
@@ -31,6 +33,19 @@ class InferenceStats:
     def record(self, ms: float, rows: int) -> None:
         self.latencies_ms.append(float(ms))
         self.run_rows.append(int(rows))
+        self.done_at.append(time.perf_counter())
+
+    def per_batch(self) -> dict[str, list[float]]:
+        """Every timed run over the run (``spanqa report`` plots them): its latency, its rows
+        and when it was recorded, in seconds from the start of the first."""
+        if not self.latencies_ms:
+            return {"done_s": [], "latency_ms": [], "rows": []}
+        began = self.done_at[0] - self.latencies_ms[0] / 1000.0
+        return {
+            "done_s": [round(t - began, 6) for t in self.done_at],
+            "latency_ms": [round(ms, 4) for ms in self.latencies_ms],
+            "rows": list(self.run_rows),
+        }
 
     @property
     def timed_runs(self) -> int:
