@@ -422,3 +422,47 @@ def test_bad_results_are_one_line_errors(pair, data11, tmp_path):
     with pytest.raises(UsageError, match="gone.json, is not there; pass it with --dataset"):
         build_report([moved])
     assert build_report([moved], dataset=data11)["results"][0]["questions"] == 42
+
+
+def test_ray_evaluate_and_unscored_results(pair, data11, tmp_path):
+    """A Ray run's directory (no n-best, no per-batch timings, inputs listed), an evaluate one
+    (no summary.json) and a run without gold answers all make a report, saying what is missing."""
+    import shutil
+
+    from spanqa.report.build import build_report
+    from spanqa.report.html import render
+
+    a, _, _ = pair
+    ray = tmp_path / "ray"
+    shutil.copytree(a, ray)
+    (ray / "nbest_predictions.json").unlink()
+    summary = json.loads((ray / "summary.json").read_text())
+    summary |= {"engine": "ray", "dataset": [str(data11)], "inference": {}, "model_rows_per_s": float("nan")}
+    del summary["batch_timings"]
+    (ray / "summary.json").write_text(json.dumps(summary))
+    block = build_report([ray])["results"][0]
+    assert block["accuracy"]["f1"] == pytest.approx(json.loads((a / "result.json").read_text())["f1"], abs=1e-9)
+    assert block["speed"]["batches"] is None and block["speed"]["model_rows_per_s"] is None  # NaN is not JSON
+    assert block["package"]["engine"] == "ray" and all(w["probability"] is None for w in block["worst"])
+
+    evaluated = tmp_path / "evaluated"
+    shutil.copytree(a, evaluated)
+    (evaluated / "summary.json").unlink()
+    report = build_report([evaluated])
+    assert report["results"][0]["speed"]["latency_ms"] is None and report["results"][0]["machine"]["cpu"] is None
+    assert "batches timed</td><td>not recorded" in render(report)
+
+    unlabelled = json.loads(data11.read_text())
+    for p in unlabelled["data"][0]["paragraphs"]:
+        for qa in p["qas"]:
+            qa["answers"] = []
+    (tmp_path / "unlabelled.json").write_text(json.dumps(unlabelled))
+    plain = tmp_path / "plain"
+    shutil.copytree(a, plain)
+    (plain / "result.json").unlink()
+    (plain / "summary.json").write_text(json.dumps(summary_for(tmp_path / "unlabelled.json")))
+    report = build_report([plain])
+    block = report["results"][0]
+    assert (block["scored"], block["accuracy"], block["worst"]) == (False, None, None)
+    assert "the questions carry no gold answers: nothing is scored" in block["notes"]
+    assert "No gold answers: nothing was scored." in render(report)
