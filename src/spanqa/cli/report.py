@@ -57,7 +57,8 @@ def report_cmd(
         return
     if batch_size is not None:
         raise click.UsageError("--batch-size is for the plain report of an msame log; drop it with --html/--json")
-    _check_plot()
+    if html:
+        _check_plot()
     from spanqa.report import write_report
 
     write_report(list(result_dirs), html, data, dataset=dataset, overwrite=overwrite)

@@ -32,6 +32,7 @@ def shapes(examples, tokenizer, settings) -> list[Shape]:
     (the same words, the same WordPiece, the same ``doc_spans``) without building features."""
     from dataclasses import replace
 
+    from spanqa import progress
     from spanqa.data.features import doc_spans
     from spanqa.data.tokenization import make_tokenizer, split_words
 
@@ -39,7 +40,8 @@ def shapes(examples, tokenizer, settings) -> list[Shape]:
     wp = make_tokenizer(tokenizer)
     q_words = [split_words(ex.question_text) for ex in examples]
     unique = list(dict.fromkeys(w for i, ex in enumerate(examples) for w in (*ex.doc_tokens, *q_words[i])))
-    table = wp.encode_vocabulary(unique)
+    with progress.bar(total=len(unique), desc="report: tokenize", unit="word", unit_scale=True) as bar:
+        table = wp.encode_vocabulary(unique, on_chunk=bar.update)
     count = table.count.tolist()
 
     def pieces(words) -> int:
