@@ -260,3 +260,34 @@ def test_without_loadgen_installed(tiny_package, data, tmp_path, monkeypatch):
     code, _, err = loadgen(data, "--model", tiny_package, "--out", tmp_path / "o")
     assert code == 1
     assert "mlcommons-loadgen is not installed; install it with: pip install 'spanqa[loadgen]'" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# Interrupted
+
+
+@pytest.mark.parametrize("scenario", ["offline", "server"])
+def test_sigterm_mid_run_leaves_nothing_and_exits_130(scenario, tiny_package, tiny, tmp_path):
+    """LoadGen cannot be stopped mid-test: the output goes, the process leaves at once (130)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "spanqa", "loadgen", str(tiny), "--model", str(tiny_package), "--scenario", scenario,
+           "--target-qps", "2000" if scenario == "offline" else "20", "--duration", "60", "--out", str(out)]  # fmt: skip
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f, env=env)
+    deadline = time.monotonic() + 120
+    while "warm-up:" not in err.read_text() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.5)  # LoadGen's test is under way
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 130, err.read_text()
+    assert err.read_text().strip().splitlines()[-1] == "Interrupted."
+    assert list(tmp_path.iterdir()) == [err]  # no output, no temp directory beside it

@@ -120,17 +120,31 @@ def loadgen_cmd(dataset, model, server_url, target, threads, out_dir, as_json, o
         if converted:
             click.echo(f"Converted {model} for {package.target} -> {package.root}", err=True)
         warn_unguarded(package)
-    report = run_loadgen(
-        dataset,
-        out_dir,
-        settings,
-        package=package,
-        url=server_url,
-        threads=threads,
-        features=features,
-        overwrite=overwrite,
-        say=lambda message: click.echo(message, err=True),
-    )
+    try:
+        report = run_loadgen(
+            dataset,
+            out_dir,
+            settings,
+            package=package,
+            url=server_url,
+            threads=threads,
+            features=features,
+            overwrite=overwrite,
+            say=lambda message: click.echo(message, err=True),
+        )
+    except KeyboardInterrupt:
+        # The output is already gone (atomic_dir). LoadGen's test cannot be stopped mid-run and
+        # its threads (and the SUT's, still in the runtime) crash a normal interpreter exit:
+        # leave now, with the interrupt's exit code.
+        import os
+        import sys
+
+        from spanqa.errors import EXIT_INTERRUPTED
+
+        click.echo("Interrupted.", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -167,10 +167,18 @@ def run_loadgen(
             report_json["settings"] = asdict(settings)
             report_json["features"] = features
             (tmp / "loadgen.json").write_text(json.dumps(report_json, indent=2) + "\n", encoding="utf-8")
-    finally:
+    except KeyboardInterrupt:
+        # The output is gone (atomic_dir); the SUT's threads may still be in the runtime, so the
+        # engine stays open for the process to leave (the CLI exits at once).
+        raise
+    except BaseException:
         target.close()
         if engine is not None:
             engine.close()
+        raise
+    target.close()
+    if engine is not None:
+        engine.close()
     return report
 
 

@@ -95,6 +95,8 @@ class EngineSUT(_Base):
                 self.batcher.put(Query(rid, index, now))
 
     def close(self) -> None:
+        if self._aborted:  # interrupted: the process is leaving; the threads are daemons
+            return
         if self.batcher is not None:
             self.batcher.close()
         for t in self._offline:
