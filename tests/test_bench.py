@@ -191,7 +191,7 @@ def test_bad_batch_sizes(tiny_package, value, message):
 
 def test_one_line_errors(tiny_package, tmp_path):
     r = invoke("--model", tiny_package, "--seq-len", "1000")
-    assert r.exit_code == 1 and r.output == "Error: --seq-len 1000: pkg has only 512 positions; use --seq-len 512 or less\n"
+    assert r.exit_code == 2 and r.output == "Error: --seq-len 1000: pkg has only 512 positions; use --seq-len 512 or less\n"
     r = invoke("--model", tmp_path / "nope")
     assert r.exit_code == 3 and r.output == f"Error: {tmp_path / 'nope'}: no such model package or .onnx file\n"
     r = invoke("--model", tiny_package, "--questions", "5")

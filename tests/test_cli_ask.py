@@ -61,14 +61,6 @@ def test_ask_context_from_a_file(standin_package, tmp_path):
     "options, message",
     [
         (["--context", "   "], "Error: --context is empty: give a passage or a text file"),
-        (
-            ["--context", "passage.txt"],
-            "Error: --context passage.txt: no such file; pass an existing file (or @FILE), or the passage itself",
-        ),
-        (
-            ["--context", "notes/today"],
-            "Error: --context notes/today: no such file; pass an existing file (or @FILE), or the passage itself",
-        ),
         ([], "Error: give the passage with --context TEXT (or @FILE) or --context-file FILE"),
         (
             ["--context", "x", "--context-file", "y"],
@@ -94,3 +86,14 @@ def test_a_one_word_passage_is_still_a_passage(standin_package):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert len(lines) == 2 and lines[0] == "Where?" and lines[1].startswith("  -> Normandy  (p=")
+
+
+@pytest.mark.parametrize("passage", ["Node.js", "notes/today"])
+def test_a_passage_that_looks_like_a_file_name_is_a_passage(standin_package, tmp_path, monkeypatch, passage):
+    """#19: `ask --context "Node.js"` took the passage for a missing file."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["ask", "--model", str(standin_package), "--context", passage, "What?"])
+    assert result.exit_code == 0, result.output
+    answer = result.stdout.splitlines()[1]
+    assert answer.startswith("  -> ") and answer[5:].split("  (p=")[0] in passage, answer  # a span of the passage
+    assert result.stderr == f"note: --context {passage}: no such file, so it is the passage itself (a file: --context @FILE)\n"

@@ -93,10 +93,14 @@ def test_infer_npy_and_perf_only(tiny_package, features, tmp_path):
     [
         (["--input", "{f}"], 2, "Error: --input needs -o/--output for the logits"),
         (["--resume"], 2, "Error: --resume needs --input (synthetic runs write no outputs)"),
-        (["--input", "{f}/nope", "-o", "{o}"], 1, "Error: {f}/nope: no such input folder"),
+        (
+            ["--input", "{f}/nope", "-o", "{o}"],
+            2,
+            "Error: --input {f}/nope: no such folder; pass the features directory from 'spanqa preprocess'",
+        ),
         (
             ["--input", "{f}", "-o", "{o}", "--batch-size", "4"],
-            1,
+            2,
             "Error: --batch-size 4: the features' manifest.json says 2; drop --batch-size",
         ),
     ],
@@ -141,11 +145,11 @@ def test_resume_into_outputs_of_unknown_origin(tiny_package, features, tmp_path)
     out.mkdir()
     (out / "0_output_0.bin").write_bytes(b"\0" * (4 * BATCH * SEQ))
     r = invoke("infer", "--model", tiny_package, "--input", features, "-o", out, "--resume")
-    assert r.exit_code == 1
+    assert r.exit_code == 4
     assert r.stderr == (
-        f"Error: {out}: --resume needs the infer_settings.json of the run it continues, and there is none; "
-        "its outputs cannot be trusted: drop --resume (or choose a new --output)\n"
+        f"Error: -o {out}: the directory holds files spanqa did not write; name a new or empty directory for the infer run\n"
     )
+    assert sorted(p.name for p in out.iterdir()) == ["0_output_0.bin"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -197,7 +197,7 @@ def test_output_rule(name, output_name, case, samples, tmp_path, monkeypatch):
         "user-file": "spanqa did not write" if is_file else "is not a directory",
         "user-dir": "spanqa did not write" if not is_file else "is a directory",
         "own-artifact": "pass --overwrite to replace it",
-    }.get(case, "the input")
+    }.get(case, "that is (or holds) the input")
     assert expected in line, line
 
 

@@ -11,7 +11,7 @@ import pytest
 import spanqa.offline.evaluate
 from features_by_hand import example, hand_features, peaked, pieces
 from spanqa.answers.extraction import predict
-from spanqa.errors import DatasetError, InferenceError, OutputError
+from spanqa.errors import DatasetError, InferenceError, OutputError, UsageError
 from spanqa.fileutil import sha256_file
 from spanqa.offline.evaluate import evaluate
 from spanqa.offline.logits import read_logits
@@ -152,7 +152,7 @@ def test_evaluate_errors_name_the_file(eval_setup):
     (out / "2_output_0.bin").write_bytes(data)
     with pytest.raises(InferenceError, match="more output batches than the 2 the features make"):
         evaluate(env["dataset"], env["features_dir"], out, res)
-    with pytest.raises(InferenceError, match=r"outputs directory .*nowhere does not exist"):
+    with pytest.raises(UsageError, match=r"--outputs .*nowhere: no such directory; run .spanqa infer. first"):
         evaluate(env["dataset"], env["features_dir"], env["tmp"] / "nowhere", res)
     assert not res.exists()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spanqa.errors import FeaturesError, InferenceError
+from spanqa.errors import FeaturesError, InferenceError, OutputError, UsageError
 from spanqa.offline.folders import open_features
 from spanqa.offline.infer import infer_folders, infer_synthetic
 from spanqa.offline.outputs import read_outputs
@@ -147,7 +147,8 @@ def test_folders_match_one_big_batch(bs, fmt, tiny_package, tiny_features, tmp_p
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     batches = -(-n // bs)
     assert names == sorted(
-        [f"{b}_output_{k}.{fmt}" for b in range(batches) for k in (0, 1)] + ["infer.log", "infer_settings.json", "summary.json"]
+        [f"{b}_output_{k}.{fmt}" for b in range(batches) for k in (0, 1)]
+        + [".spanqa-artifact", "infer.log", "infer_settings.json", "summary.json"]
     )
     assert summary["batches"] == batches and summary["rows"] == n and summary["output_format"] == fmt
 
@@ -181,7 +182,7 @@ def test_dynamic_model_headerless_bins_need_a_shape(tiny_package, tiny_features,
     )
     summary = infer_folders(tiny_package, feats, tmp_path / "out", InferSettings(seq_len=SEQ))
     assert summary["batch_size"] == 8  # derived from the file size
-    summary = infer_folders(tiny_package, feats, tmp_path / "out", InferSettings(batch_size=8))
+    summary = infer_folders(tiny_package, feats, tmp_path / "out", InferSettings(batch_size=8, overwrite=True))
     assert summary["seq_len"] == SEQ
 
 
@@ -189,7 +190,7 @@ def test_synthetic_mode(tiny_package, fixed_package, tmp_path):
     summary = infer_synthetic(tiny_package, tmp_path / "perf", InferSettings(loop=5, warmup=1, seq_len=32, batch_size=2))
     assert summary["timed_runs"] == 5 and summary["batches"] == 1 and summary["warmup"] == 1
     assert (summary["batch_size"], summary["seq_len"], summary["mode"]) == (2, 32, "synthetic")
-    assert sorted(p.name for p in (tmp_path / "perf").iterdir()) == ["infer.log", "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "perf").iterdir()) == [".spanqa-artifact", "infer.log", "summary.json"]
     assert (tmp_path / "perf" / "infer.log").read_text().count("Inference time: ") == 5
     fixed = infer_synthetic(fixed_package, None, InferSettings(loop=2))
     assert (fixed["batch_size"], fixed["seq_len"]) == (4, SEQ)
@@ -290,7 +291,7 @@ def test_missing_input_folder(tiny_package, tiny_features, tmp_path):
         InferenceError, match=r"no folder for model input token_type_ids \(expected one named segment_ids or token_type_ids\)"
     ):
         open_features(f"{feats / 'input_ids'},{feats / 'input_mask'}")
-    with pytest.raises(InferenceError, match="nope: no such input folder"):
+    with pytest.raises(UsageError, match="nope: no such folder"):
         open_features(f"{feats / 'input_ids'},{tmp_path / 'nope'},{feats / 'input_mask'}")
 
 
@@ -316,7 +317,12 @@ def test_token_ids_past_the_vocab_fail_cleanly(tiny_package, tiny_features, tmp_
     with pytest.raises(InferenceError, match=r"^batch 1: onnxruntime-cpu failed \(.*\)$"):
         infer_folders(tiny_package, feats, tmp_path / "out")
     # Batch 0 finished before the failure and stays; nothing partial is left.
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0_output_0.bin", "0_output_1.bin", "infer_settings.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        ".spanqa-artifact",
+        "0_output_0.bin",
+        "0_output_1.bin",
+        "infer_settings.json",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +354,8 @@ def test_resume_refuses_another_run(tiny_package, fixed_package, tiny_features, 
     out = tmp_path / "out"
     infer_folders(tiny_package, feats, out)
     with pytest.raises(
-        InferenceError, match=r"holds outputs of another run \(model_sha256 '[0-9a-f]+', now '[0-9a-f]+'\); drop --resume"
+        InferenceError,
+        match=r"holds outputs of another run \(model_sha256 '[0-9a-f]+', now '[0-9a-f]+'\); pass --overwrite instead of --resume",
     ):
         infer_folders(fixed_package, feats, out, InferSettings(resume=True))
     with pytest.raises(InferenceError, match=r"holds outputs of another run \(outfmt 'bin', now 'npy'\)"):
@@ -360,13 +367,16 @@ def test_resume_needs_the_settings_of_the_run_it_continues(tiny_package, tiny_fe
     out = tmp_path / "out"
     out.mkdir()
     (out / "0_output_0.bin").write_bytes(b"\0" * (4 * 4 * SEQ))  # from who knows what
+    with pytest.raises(OutputError, match="the directory holds files spanqa did not write"):
+        infer_folders(tiny_package, feats, out, InferSettings(resume=True))
+    (out / ".spanqa-artifact").write_text('{"kind": "infer run"}')  # infer's own, killed before its settings
     with pytest.raises(InferenceError) as exc:
         infer_folders(tiny_package, feats, out, InferSettings(resume=True))
     assert str(exc.value) == (
         f"{out}: --resume needs the infer_settings.json of the run it continues, and there is none; "
-        "its outputs cannot be trusted: drop --resume (or choose a new --output)"
+        "its outputs cannot be trusted: pass --overwrite instead of --resume to start afresh (or choose a new --output)"
     )
-    assert [p.name for p in out.iterdir()] == ["0_output_0.bin"]
+    assert sorted(p.name for p in out.iterdir()) == [".spanqa-artifact", "0_output_0.bin"]
     # An empty (or absent) directory simply starts afresh.
     summary = infer_folders(tiny_package, feats, tmp_path / "new", InferSettings(resume=True))
     assert summary["batches"] == summary["batches_total"] and summary["batches_resumed"] == 0
@@ -375,7 +385,9 @@ def test_resume_needs_the_settings_of_the_run_it_continues(tiny_package, tiny_fe
 def test_fresh_run_replaces_old_outputs(tiny_package, tiny_features, tmp_path):
     out = tmp_path / "out"
     infer_folders(tiny_package, write(tiny_features, tmp_path / "f1", 1), out)
-    infer_folders(tiny_package, write(tiny_features, tmp_path / "f8", 8), out)
+    with pytest.raises(OutputError, match="an infer run is already there; pass --overwrite to replace it"):
+        infer_folders(tiny_package, write(tiny_features, tmp_path / "f8", 8), out)
+    infer_folders(tiny_package, tmp_path / "f8", out, InferSettings(overwrite=True))
     n = -(-len(tiny_features) // 8)
     assert len(list(out.glob("*_output_*.bin"))) == 2 * n
 

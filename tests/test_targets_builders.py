@@ -174,7 +174,7 @@ def test_guard_needs_enough_questions(tiny_package, guard_set, tmp_path):
         assert result.exit_code == 2, result.output
         assert result.output == (
             f"Error: --guard {dataset}: {count} questions are too few for a guard decision (at least 200: below that "
-            "one answer moves F1 by more than the 0.5% margin); pass a larger set or --guard-questions\n"
+            "one answer moves F1 by more than the 0.5% margin); pass a larger set (--guard FILE.json, up to --guard-questions of it), or --no-guard to build the model unmeasured\n"
         )
         assert not (tmp_path / "b").exists()
 

@@ -65,6 +65,8 @@ def artifact_kind(path: str | os.PathLike) -> str | None:
     """The kind recorded in a directory's marker, None when spanqa did not write it."""
     if (Path(path) / "spanqa-download.json").is_file():  # a checkpoint from before the marker
         return "checkpoint"
+    if not (Path(path) / MARKER).is_file() and (Path(path) / "infer_settings.json").is_file():
+        return "infer run"  # an infer run from before the marker: --resume may continue it
     for name in (MARKER, "manifest.json"):  # packages and features from before the marker
         try:
             data = json.loads((Path(path) / name).read_text(encoding="utf-8"))
@@ -121,8 +123,12 @@ def check_output(
             what = f"a spanqa {found}" if found else "files spanqa did not write"
             raise OutputError(f"{option} {final}: the directory holds {what}; name a new or empty directory for the {kind}")
         if not overwrite:
-            raise OutputError(f"{option} {final}: a {kind} is already there; pass --overwrite to replace it")
+            raise OutputError(f"{option} {final}: {_a(kind)} is already there; pass --overwrite to replace it")
     return final
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
 
 
 @contextmanager
@@ -203,7 +209,7 @@ def check_output_file(
             what = f"a spanqa {found}" if found else "a file spanqa did not write"
             raise OutputError(f"{option} {final}: already exists and is {what}; name a new file for the {kind}")
         if not overwrite:
-            raise OutputError(f"{option} {final}: a {kind} is already there; pass --overwrite to replace it")
+            raise OutputError(f"{option} {final}: {_a(kind)} is already there; pass --overwrite to replace it")
     parent = final.parent if str(final.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
         raise OutputError(f"{option} {final}: {parent} is not a directory; name a file in a directory")

@@ -45,6 +45,14 @@ class FeatureSettings:
     def min_seq_length(self) -> int:
         return self.max_query_length + 3 + MIN_CONTEXT_PIECES
 
+    @classmethod
+    def for_model(cls, fixed_seq_len: int | None, max_positions: int | None, **given: Any) -> FeatureSettings:
+        """The windowing a model runs with: its own fixed length, else the default length within
+        its positions; ``given`` (the user's values, None for unset) override either."""
+        given = {k: v for k, v in given.items() if v is not None}
+        length = fixed_seq_len or min(cls.max_seq_length, max_positions or cls.max_seq_length)
+        return cls(**{"max_seq_length": length, **given})
+
 
 @dataclass(frozen=True)
 class AnswerSettings:
@@ -145,24 +153,14 @@ class InferSettings:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """``spanqa run``: the engine's settings plus what the job adds around it."""
+    """``spanqa run``: which model and threads, around the engine's settings (the difference
+    from ``EngineSettings``: a job also chooses the model's target and the inference threads,
+    and warms the runtime up with one untimed batch before timing)."""
 
-    target: str = "cpu-fp32"
+    # None: a model package runs as it is (its own target); a checkpoint or .onnx as cpu-fp32.
+    target: str | None = None
     threads: int | None = None  # None: the machine's usable cores
-    warmup: int = 1  # untimed runs of the first batch
-    batch_size: int | None = None
-    features: FeatureSettings = FeatureSettings()
-    answers: AnswerSettings = AnswerSettings()
-    batching: BatchingSettings = BatchingSettings()
-
-    def engine(self) -> EngineSettings:
-        return EngineSettings(
-            features=self.features,
-            answers=self.answers,
-            batching=self.batching,
-            batch_size=self.batch_size,
-            warmup=self.warmup,
-        )
+    engine: EngineSettings = EngineSettings(warmup=1)
 
 
 @dataclass(frozen=True)
@@ -267,9 +265,7 @@ class RaySettings:
     threads_per_worker: int = 1  # each actor's num_cpus and its runtime's intra-op threads
     batch_questions: int = 64  # questions per actor call: features, model and answers of a batch
     ship_model: bool = False  # put the package into the object store instead of a shared path
-    # Read tasks ask for this much CPU. INPUT is read (and materialised) before the pool starts,
-    # so the pool may hold every CPU without starving them (ray-project/ray#44687).
-    read_cpus: float = 0.25
+    nbest: bool = True  # write nbest_predictions.json (as a local run does; ~2 KB a question)
     max_restarts: int = 3  # per actor: a dead actor is restarted this many times
     max_task_retries: int = 3  # per batch on a dead actor (application errors are not retried)
     actor_start_timeout_s: int = 600  # the whole pool must be up (model loaded) within this

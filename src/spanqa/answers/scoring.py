@@ -53,23 +53,34 @@ def score(examples: Sequence, predictions: Mapping[str, str]) -> dict:
     ``answers``), as evaluate-v1.1.py computes them over a dataset's questions.
 
     A question without a prediction scores 0 and counts in the total (the official script says
-    so on stderr; here a warning is logged and ``unanswered`` counts them).
+    so on stderr; here a warning is logged and ``unanswered`` counts them). Questions without
+    gold answers are not scored: ``total`` counts the labelled ones and ``unlabelled`` (present
+    only when there are any) the rest.
     """
-    ems, f1s, unanswered = question_scores(examples, predictions)
+    labelled = [ex for ex in examples if ex.answers]
+    if examples and not labelled:
+        raise DatasetError(
+            f"none of the {len(examples)} questions has gold answers, so nothing can be scored; "
+            "pass a labelled SQuAD v1.1 file (or a 2.0 file for unanswerable questions)"
+        )
+    ems, f1s, unanswered = question_scores(labelled, predictions)
     exact_match, f1 = sum(ems), sum(f1s)
-    total = len(examples)
+    total = len(labelled)
     if total == 0:
         raise DatasetError("the dataset has no questions; pass a SQuAD v1.1 JSON file")
     for qid in unanswered[:10]:
         logger.warning("Unanswered question %s will receive score 0.", qid)
     if len(unanswered) > 10:
         logger.warning("... and %d more unanswered questions", len(unanswered) - 10)
-    return {
+    out = {
         "exact_match": 100.0 * exact_match / total,
         "f1": 100.0 * f1 / total,
         "total": total,
         "unanswered": len(unanswered),
     }
+    if len(examples) > total:
+        out["unlabelled"] = len(examples) - total
+    return out
 
 
 def question_scores(examples: Sequence, predictions: Mapping[str, str]) -> tuple[list[float], list[float], list[str]]:
@@ -91,6 +102,11 @@ def question_scores(examples: Sequence, predictions: Mapping[str, str]) -> tuple
         ems.append(_metric_max_over_ground_truths(exact_match_score, prediction, example.answers))
         f1s.append(_metric_max_over_ground_truths(f1_score, prediction, example.answers))
     return ems, f1s, unanswered
+
+
+def any_gold(examples: Sequence) -> bool:
+    """Whether some example carries a gold answer (the labelled ones can be scored)."""
+    return any(ex.answers for ex in examples)
 
 
 def has_gold(examples: Sequence) -> bool:

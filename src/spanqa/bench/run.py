@@ -58,9 +58,7 @@ def plan_model(package, label: str, settings: BenchSettings) -> ModelInfo:
     max_positions = package.max_positions
     seq = fixed_seq or settings.seq_len
     if fixed_seq is None and max_positions and seq > max_positions:
-        raise InferenceError(
-            f"--seq-len {seq}: {label} has only {max_positions} positions; use --seq-len {max_positions} or less"
-        )
+        raise UsageError(f"--seq-len {seq}: {label} has only {max_positions} positions; use --seq-len {max_positions} or less")
     sizes = (fixed_batch,) if fixed_batch else tuple(settings.batch_sizes)
     note = None
     if fixed_batch or fixed_seq:

@@ -43,6 +43,17 @@ def setting(cls: type, name: str, *decls: str, **kwargs: Any):
     return click.option(*decls, **kwargs)
 
 
+def target_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A --target that names a known target (or 'auto'); anything else is a usage error listing them."""
+    from spanqa.registry import TARGETS
+
+    if value is None or value == "auto" or value in TARGETS:
+        return value
+    from spanqa.errors import UsageError
+
+    raise UsageError(f"--target {value}: unknown target; choose one of: {', '.join(sorted(TARGETS))}, or auto")
+
+
 def squad2_options(fn):
     """--version-2-with-negative and --null-score-diff-threshold (run, evaluate)."""
     from spanqa.settings import AnswerSettings

@@ -15,8 +15,8 @@ _LOOKS_LIKE_FILE = re.compile(r"^\S+(\.[A-Za-z0-9]{1,5}|/\S*)$")
 
 def read_context(context: str | None, context_file: Path | None) -> str:
     """The passage: ``--context-file``, ``--context @FILE``, an existing file named by
-    ``--context``, or the text of ``--context`` itself. A one-word value that looks like a file
-    name but names none is an error, not a one-word passage."""
+    ``--context``, or the text of ``--context`` itself. A short passage that looks like a file
+    name ("Node.js") but names none is a passage: a note on stderr says how to read a file."""
     from spanqa.errors import DatasetError, UsageError
 
     if (context is None) == (context_file is None):
@@ -28,7 +28,9 @@ def read_context(context: str | None, context_file: Path | None) -> str:
         elif len(context) < 4096 and Path(context).is_file():
             path = Path(context)
         elif _LOOKS_LIKE_FILE.match(context):
-            raise UsageError(f"--context {context}: no such file; pass an existing file (or @FILE), or the passage itself")
+            click.echo(
+                f"note: --context {context}: no such file, so it is the passage itself (a file: --context @FILE)", err=True
+            )
     if path is not None:
         try:
             text = path.read_text(encoding="utf-8")

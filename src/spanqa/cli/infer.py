@@ -29,7 +29,7 @@ COMMANDS: list[click.Command] = []
 @click.option(
     "-o",
     "--output",
-    type=output_path("infer outputs", reuse="resume"),
+    type=output_path("infer run", reuse="resume"),
     default=None,
     help="Where to write {i}_output_0/1 files, infer.log and summary.json.",
 )

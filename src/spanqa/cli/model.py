@@ -127,6 +127,9 @@ def _compile_settings(
 
     if guard and no_guard:
         raise click.UsageError("give either --guard or --no-guard, not both")
+    from spanqa.targets.compile import check_buildable
+
+    check_buildable(target)  # an unknown target or a missing GPU provider, before the guard's questions
     settings = CompileSettings(
         target=target,
         batch_size=batch_size,

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from spanqa.cli._common import input_path, output_path, overwrite_option, quiet_option, setting, squad2_options, squad2_rows
+from spanqa.cli._common import (
+    input_path,
+    output_path,
+    overwrite_option,
+    quiet_option,
+    setting,
+    squad2_options,
+    squad2_rows,
+    target_name,
+)
 from spanqa.cli.report import report_option
 from spanqa.settings import AnswerSettings, BatchingSettings, FeatureSettings, GuardSettings, RaySettings, RunSettings
 
@@ -27,6 +37,8 @@ def print_run_table(report) -> None:
         rows += squad2_rows(r)
     elif r is not None:
         rows += [("exact match", f"{r['exact_match']:.2f}"), ("F1", f"{r['f1']:.2f}")]
+        if r.get("unlabelled"):
+            rows.append(("scored / without gold answers", f"{r['total']} / {r['unlabelled']}"))
     rows += [
         ("end-to-end questions/s", _fmt(s["end_to_end_questions_per_s"], ".2f")),
         ("model rows/s", _fmt(s["model_rows_per_s"], ".2f")),
@@ -44,6 +56,8 @@ def print_run_table(report) -> None:
     written = f"{', '.join(names[:-1])} and {names[-1]}"
     if r is None:
         written += " (no gold answers: nothing scored)"
+    elif r.get("unlabelled"):
+        written += f" ({r['unlabelled']} questions without gold answers were not scored)"
     click.echo(f"Wrote {written} to {report.result_dir}")
 
 
@@ -66,11 +80,15 @@ def print_workers(report) -> None:
         click.echo(
             f"{wid:<14}{w['node']:<14}{w['questions']:>10}{w['seconds']:>10.1f}{_fmt(w['questions_per_s'], '.2f'):>13}{restarts}"
         )
-    ray = report.summary["ray"]
+    ray, t = report.summary["ray"], report.summary["timings_s"]
     click.echo(
         f"Ray: {ray['workers']} workers x {ray['threads_per_worker']} threads on {ray['nodes']} node(s), "
-        f"{ray['cpus']:g} CPUs; read {report.summary['timings_s']['read_s']:.1f} s, answer {report.summary['timings_s']['answer_s']:.1f} s"
+        f"{ray['cpus']:g} CPUs; fixed: cluster start {t['cluster_start_s']:.1f} s, actor start {t['actor_start_s']:.1f} s, "
+        f"model load {t['model_load_s']:.1f} s, first block {t['first_block_s']:.1f} s; answering {t['answer_s']:.1f} s"
     )
+    if report.summary["resumed"]:
+        s = report.summary
+        click.echo(f"Resumed: {s['resumed']} answers committed by earlier runs, {s['answered_this_run']} answered now")
 
 
 @click.command("run")
@@ -87,7 +105,9 @@ def print_workers(report) -> None:
     RunSettings,
     "target",
     "--target",
-    help="Compile target when MODEL is a checkpoint or .onnx; 'auto': the fastest for this CPU.",
+    callback=target_name,
+    help="Compile target when MODEL is a checkpoint or .onnx [default: cpu-fp32]; 'auto': the fastest for this CPU. "
+    "A model package runs as it is: --target may only repeat its own.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Rows per batch (default: by token budget).")
 @click.option(
@@ -157,6 +177,12 @@ def print_workers(report) -> None:
 )
 @setting(RaySettings, "batch_questions", "--batch-questions", type=click.IntRange(min=1), help="Ray: questions per actor call.")
 @click.option("--ship-model", is_flag=True, help="Ray: carry the model package to every node through the object store.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Ray: finish the interrupted run into RESULT_DIR (its committed answers are kept in RESULT_DIR.partial).",
+)
+@click.option("--no-nbest", is_flag=True, help="Ray: no nbest_predictions.json (about 2 KB a question).")
 @report_option
 @overwrite_option
 @quiet_option
@@ -189,6 +215,8 @@ def run_cmd(
     threads_per_worker,
     batch_questions,
     ship_model,
+    resume,
+    no_nbest,
     overwrite,
 ) -> None:
     """Preprocess INPUT, run the model, extract answers and score them, in one step (the
@@ -206,13 +234,21 @@ def run_cmd(
 
     if guard and no_guard:
         raise click.UsageError("give either --guard or --no-guard, not both")
-    ray_options = {"--address": address, "--workers": workers, "--ship-model": ship_model}
+    ray_options = {"--address": address, "--workers": workers, "--ship-model": ship_model, "--resume": resume}
+    ray_options["--no-nbest"] = no_nbest
     if engine == "local":
         given = [k for k, v in ray_options.items() if v]
         if given:
             raise click.UsageError(f"{given[0]} is for --engine ray")
         if len(inputs) > 1:
             raise click.UsageError("the local engine takes one SQuAD JSON file; use --engine ray for many inputs")
+        if inputs and not str(inputs[0]).lower().endswith(".json") and not Path(inputs[0]).is_dir():
+            from spanqa.scale.inputs import input_format
+
+            if input_format(str(inputs[0])) in ("jsonl", "parquet"):
+                raise click.UsageError(
+                    f"{inputs[0]}: JSON-lines and Parquet input is for --engine ray; the local engine reads one SQuAD .json file"
+                )
     else:
         for name, value in (("--threads", threads), ("--keep-files", keep_files)):
             if value:
@@ -233,10 +269,14 @@ def run_cmd(
         inputs = inputs or (str(dataset),)
     check_output(result_dir, "result", overwrite=overwrite, inputs=(dataset, model))
     if target == "auto":
+        from spanqa.models.package import is_package
         from spanqa.targets.suitability import auto_target
 
-        target = auto_target()
-        click.echo(f"--target auto: {target} suits this CPU best", err=True)
+        if is_package(model):
+            target = None  # a package was chosen already: it runs as it is
+        else:
+            target = auto_target()
+            click.echo(f"--target auto: {target} suits this CPU best", err=True)
     guard_from = guard or dataset
     guard_settings = GuardSettings(dataset=str(guard_from), questions=guard_questions) if guard_from else None
     package, converted = resolve_model(
@@ -252,35 +292,57 @@ def run_cmd(
                 err=True,
             )
     warn_unguarded(package)
-    length = max_seq_length or package.seq_len or min(FeatureSettings().max_seq_length, package.max_positions)
     settings = RunSettings(
         target=package.target,
-        batch_size=batch_size,
         threads=threads,
-        features=FeatureSettings(max_seq_length=length, doc_stride=doc_stride, max_query_length=max_query_length),
-        answers=AnswerSettings(
-            n_best_size=n_best,
-            max_answer_length=max_answer_length,
-            version_2_with_negative=version_2,
-            null_score_diff_threshold=null_score_diff_threshold,
+        engine=replace(
+            RunSettings().engine,
+            features=FeatureSettings.for_model(
+                package.seq_len,
+                package.max_positions,
+                max_seq_length=max_seq_length,
+                doc_stride=doc_stride,
+                max_query_length=max_query_length,
+            ),
+            answers=AnswerSettings(
+                n_best_size=n_best,
+                max_answer_length=max_answer_length,
+                version_2_with_negative=version_2,
+                null_score_diff_threshold=null_score_diff_threshold,
+            ),
+            batching=BatchingSettings(token_budget=token_budget, length_aware=not no_length_aware),
+            batch_size=batch_size,
         ),
-        batching=BatchingSettings(token_budget=token_budget, length_aware=not no_length_aware),
     )
     if engine == "ray":
         from spanqa import progress
         from spanqa.scale.report import run_job
 
-        if tune_threshold:
-            raise click.UsageError("--tune-threshold is for --engine local")
         ray_settings = RaySettings(
             address=address,
             workers=workers,
             threads_per_worker=threads_per_worker,
             batch_questions=batch_questions,
             ship_model=ship_model,
+            nbest=not no_nbest,
         )
         quiet = not progress.enabled()
-        report = run_job(inputs, package, result_dir, settings.engine(), ray_settings, overwrite=overwrite, quiet=quiet)
+        from spanqa.scale.report import partial_dir
+
+        click.get_current_context().meta["spanqa.interrupt_hint"] = (
+            f"The answers committed so far are kept in {partial_dir(result_dir)}: rerun the same command with --resume."
+        )
+        report = run_job(
+            inputs,
+            package,
+            result_dir,
+            settings.engine,
+            ray_settings,
+            overwrite=overwrite,
+            resume=resume,
+            tune_threshold=tune_threshold,
+            quiet=quiet,
+        )
         print_run_table(report)
         print_workers(report)
         return

@@ -9,6 +9,7 @@ stream of chunks with bounded memory (``stream``), or as parsed SQuAD examples (
 
 from __future__ import annotations
 
-from spanqa.engine.core import Answer, Engine, Evaluation, Prediction, Question
+from spanqa.engine.loading import Engine
+from spanqa.engine.types import Answer, Evaluation, Prediction, Question
 
 __all__ = ["Answer", "Engine", "Evaluation", "Prediction", "Question"]

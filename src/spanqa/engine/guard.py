@@ -57,7 +57,7 @@ def guard_questions(settings: GuardSettings):
         raise UsageError(
             f"--guard {settings.dataset}: {len(examples)} questions are too few for a guard decision "
             f"(at least {settings.min_questions}: below that one answer moves F1 by more than the 0.5% margin); "
-            "pass a larger set or --guard-questions"
+            "pass a larger set (--guard FILE.json, up to --guard-questions of it), or --no-guard to build the model unmeasured"
         )
     if not all(ex.answers for ex in examples):
         raise UsageError(f"--guard {settings.dataset}: every guard question needs gold answers")

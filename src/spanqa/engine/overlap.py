@@ -22,7 +22,7 @@ def predict_overlapped(engine, examples: Sequence, desc: str, spans: bool, chunk
     from spanqa import progress
     from spanqa.answers.extraction import predict_answers
     from spanqa.data.features import Features
-    from spanqa.engine.core import Prediction
+    from spanqa.engine.types import Prediction
     from spanqa.runtimes.stats import InferenceStats
 
     parts = [examples[i : i + chunk] for i in range(0, len(examples), chunk)]

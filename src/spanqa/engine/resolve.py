@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from spanqa import __version__, registry
+from spanqa import __version__
 from spanqa.errors import UsageError
 from spanqa.settings import CompileSettings, GuardSettings
 
@@ -82,8 +82,9 @@ def resolve_model(
         package = open_package(path)
         if is_package and target not in (None, package.target):
             raise UsageError(
-                f"{path}: a {package.target} model package; for --target {target} pass the checkpoint "
-                f"or its exported .onnx ({path / 'exported.onnx'} when 'spanqa convert' made it)"
+                f"--target {target}: {path} is a {package.target} model package, which runs as it is; drop --target "
+                f"(or pass --target {package.target}), or for {target} pass the checkpoint or its exported .onnx"
+                + (f" ({path / 'exported.onnx'})" if (path / "exported.onnx").is_file() else "")
             )
         return package, False
     is_onnx = path.suffix == ".onnx" and path.is_file()
@@ -95,7 +96,9 @@ def resolve_model(
         )
         raise UsageError(f"{path}: {what}; pass a model package, a .onnx or a checkpoint directory")
     target = target or "cpu-fp32"
-    entry = registry.get_target(target)
+    from spanqa.targets.compile import check_buildable
+
+    entry = check_buildable(target)
     from spanqa.answers.squad2 import detect_squad_version
 
     squad_version = detect_squad_version(path)  # recorded: the package then knows it answers 2.0
@@ -122,11 +125,16 @@ def _build(path: Path, is_onnx: bool, settings: CompileSettings, cache, guard, t
     key = cache_key(source_key(path), settings)
     root = cache or (cache_home() / "packages")
     out = root / f"{path.stem if is_onnx else path.name}-{settings.target}-{key}"
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out) + ".lock"):
+    if (out / MANIFEST_NAME).is_file():  # cached: no guard questions to read, no lock to take
+        return open_package(out), False
+    # The guard reads and checks its questions before anything is built or locked: a set too small
+    # is a usage error, known at once. Lock files live apart, never beside the packages.
+    check = Guard(guard, threads) if settings.guard else None
+    locks = root / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / f"{out.name}.lock")):
         if (out / MANIFEST_NAME).is_file():
             return open_package(out), False
-        check = Guard(guard, threads) if settings.guard else None  # reads and checks its questions
         if is_onnx:
             compile_model(path, out, settings, guard=check)
         else:

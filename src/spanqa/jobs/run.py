@@ -41,7 +41,7 @@ def run(
     for a 2.0 dataset or a package built for 2.0; null_odds.json is then written too.
     ``tune_threshold`` answers at the threshold that maximises F1 (best_f1_thresh) instead of
     ``null_score_diff_threshold`` and records it in result.json."""
-    from spanqa.answers.scoring import has_gold
+    from spanqa.answers.scoring import any_gold
     from spanqa.answers.squad2 import is_squad2, resolve_version_2
     from spanqa.data.squad import read_squad
     from spanqa.engine import Engine
@@ -53,15 +53,17 @@ def run(
     t_read = time.perf_counter()
     examples = read_squad(dataset)  # carries every gold answer: scoring needs no second read
     read_s = time.perf_counter() - t_read
-    settings = replace(settings, answers=resolve_version_2(settings.answers, examples=examples, package=package))
-    version_2 = settings.answers.version_2_with_negative
+    answers = resolve_version_2(settings.engine.answers, examples=examples, package=package)
+    settings = replace(settings, engine=replace(settings.engine, answers=answers))
+    version_2 = answers.version_2_with_negative
     if tune_threshold and not version_2:
         raise UsageError("--tune-threshold needs the null answer: a SQuAD 2.0 dataset or --version-2-with-negative")
-    scored = has_gold(examples) or is_squad2(examples)  # 2.0: no answers is a gold answer
+    # 1.1: the labelled questions are scored (result.json counts the others); 2.0: no answer is a gold answer
+    scored = any_gold(examples) or is_squad2(examples)
     if tune_threshold and not scored:
         raise UsageError(f"--tune-threshold: {dataset} has no gold answers to tune on; pass a labelled file")
     t_load = time.perf_counter()
-    with Engine(package, threads=settings.threads, settings=settings.engine(), throughput=True) as engine:
+    with Engine(package, threads=settings.threads, settings=settings.engine, throughput=True) as engine:
         load_s = time.perf_counter() - t_load
         evaluation = engine.evaluate(examples) if scored else engine.predict(examples)
         evaluation.timings.update(read_s=read_s, load_s=load_s)
@@ -166,14 +168,14 @@ def _keep_files(evaluation, keep: Path, settings: RunSettings, tokenizer, datase
     evaluate`` re-scores them to the same answers, ``--rank-padding`` or not."""
     from spanqa.data.folders import write_features
 
-    batch = settings.batch_size or 1
+    batch = settings.engine.batch_size or 1
     write_features(
         evaluation.features,
         keep / "features",
         batch,
         tokenizer=tokenizer,
         dataset=dataset,
-        version_2_with_negative=bool(settings.answers.version_2_with_negative),
+        version_2_with_negative=bool(settings.engine.answers.version_2_with_negative),
     )
     n, width = evaluation.start_logits.shape
     out = keep / "outputs"

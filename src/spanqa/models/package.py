@@ -119,6 +119,11 @@ def _bare_onnx(model_path: Path) -> tuple[Shapes, TokenizerSettings]:
     return Shapes(batch, seq, int(meta["spanqa.max_positions"]) if "spanqa.max_positions" in meta else None), tokenizer
 
 
+def is_package(path: str | Path | None) -> bool:
+    """Whether ``path`` is a model package directory (its manifest is there)."""
+    return path is not None and (Path(path) / MANIFEST_NAME).is_file()
+
+
 def open_package(path: str | Path) -> ModelPackage:
     """Open a model package directory or a bare ``.onnx`` file."""
     path = Path(path)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spanqa.errors import FeaturesError, InferenceError
+from spanqa.errors import FeaturesError, InferenceError, UsageError
 from spanqa.runtimes.loop import Batch, check_model_fit
 
 # Model input -> folder names that feed it (the recipe's names first).
@@ -80,12 +80,12 @@ def _resolve_folders(inputs: str | Path | Sequence[str | Path]) -> tuple[dict[st
         parts = [str(p) for p in inputs]
     paths = [Path(p.strip()) for p in parts]
     if not paths:
-        raise InferenceError("--input: no folder given")
+        raise UsageError("--input: no folder given; pass the features directory from 'spanqa preprocess'")
     for p in paths:
         if not p.exists():
-            raise InferenceError(f"{p}: no such input folder")
+            raise UsageError(f"--input {p}: no such folder; pass the features directory from 'spanqa preprocess'")
         if not p.is_dir():
-            raise InferenceError(f"{p}: not a folder; --input takes a features directory or comma-separated folders")
+            raise UsageError(f"{p}: not a folder; --input takes a features directory or comma-separated folders")
 
     if len(paths) == 1 and paths[0].name not in {a for names in INPUT_FOLDERS.values() for a in names}:
         root = paths[0]
@@ -237,7 +237,7 @@ def open_features(
         m_batch, m_seq = int(manifest["batch_size"]), int(manifest["max_seq_length"])
         for opt, given, have in (("--batch-size", batch_size, m_batch), ("--seq-len", seq_len, m_seq)):
             if given is not None and given != have:
-                raise InferenceError(f"{opt} {given}: the features' manifest.json says {have}; drop {opt}")
+                raise UsageError(f"{opt} {given}: the features' manifest.json says {have}; drop {opt}")
         if manifest.get("dtype", "int64") != "int64":
             raise FeaturesError(
                 f"{root / FEATURES_MANIFEST}: dtype {manifest['dtype']}, expected int64; re-run 'spanqa preprocess'"

@@ -36,7 +36,7 @@ from spanqa.runtimes.stats import InferenceStats
 from spanqa.settings import InferSettings
 from spanqa.sysinfo import cpu_info, sigterm_as_interrupt
 
-INFER_KIND = "infer outputs"  # the kind of directory infer writes (spanqa.fileutil's marker)
+INFER_KIND = "infer run"  # the kind of directory infer writes (spanqa.fileutil's marker)
 
 
 def _now() -> str:
@@ -184,7 +184,7 @@ def _infer_folders(model, inputs, output_dir, settings: InferSettings, echo: Cal
     if settings.resume and not settings_path.is_file() and output_dir.is_dir() and any(output_dir.iterdir()):
         raise InferenceError(
             f"{output_dir}: --resume needs the {SETTINGS_NAME} of the run it continues, and there is none; "
-            "its outputs cannot be trusted: drop --resume (or choose a new --output)"
+            "its outputs cannot be trusted: pass --overwrite instead of --resume to start afresh (or choose a new --output)"
         )
     if settings.resume and settings_path.is_file():
         try:
@@ -196,7 +196,7 @@ def _infer_folders(model, inputs, output_dir, settings: InferSettings, echo: Cal
             k = changed[0]
             raise InferenceError(
                 f"{output_dir}: holds outputs of another run ({k} {previous.get(k)!r}, now {record[k]!r}); "
-                "drop --resume to start afresh or choose another --output"
+                "pass --overwrite instead of --resume to start afresh, or choose another --output"
             )
     runtime = open_runtime(package, options)
     check_model_fit(runtime.batch_size, runtime.seq_len, None, features.batch_size, features.seq_len)

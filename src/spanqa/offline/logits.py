@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spanqa.errors import FeaturesError, InferenceError
+from spanqa.errors import FeaturesError, InferenceError, UsageError
 
 
 def _output_file(directory: Path, batch: int, output: int) -> Path | None:
@@ -78,7 +78,7 @@ def read_logits(
     """
     outputs_dir = Path(outputs_dir)
     if not outputs_dir.is_dir():
-        raise InferenceError(f"outputs directory {outputs_dir} does not exist; run inference first")
+        raise UsageError(f"--outputs {outputs_dir}: no such directory; run 'spanqa infer' first and pass its -o")
     lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
     num_features = int(lengths.shape[0])
     if batch_size < 1:

@@ -52,8 +52,15 @@ def open_runtime(model: str | Path | ModelPackage, options: RuntimeOptions | Non
     from spanqa import registry
 
     package = model if isinstance(model, ModelPackage) else open_package(model)
-    entry = registry.get_runtime(package.runtime, where=str(package.root))
-    return registry.load(entry.loader)(package, options or RuntimeOptions())
+    options = options or RuntimeOptions()
+    name = package.runtime
+    if options.device == "cuda" and name == CPU_ONNXRUNTIME:  # an fp32 ONNX package on the GPU (infer --device cuda)
+        name = CUDA_ONNXRUNTIME
+    entry = registry.get_runtime(name, where=str(package.root))
+    return registry.load(entry.loader)(package, options)
+
+
+CPU_ONNXRUNTIME, CUDA_ONNXRUNTIME = "onnxruntime", "onnxruntime-cuda"  # registry.RUNTIMES names
 
 
 def runtime_info(runtime: Runtime) -> dict:

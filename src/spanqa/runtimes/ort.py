@@ -69,8 +69,4 @@ class OrtRuntime:
 
 
 def load_cpu(package: ModelPackage, options) -> OrtRuntime:
-    if options.device == "cuda":
-        from spanqa.runtimes.gpu import load_cuda
-
-        return load_cuda(package, options)
     return OrtRuntime(package, options)

@@ -22,6 +22,15 @@ from spanqa.settings import CompileSettings, FeatureSettings
 from spanqa.targets.builders import BuildContext
 
 
+def check_buildable(name: str) -> registry.TargetEntry:
+    """The target ``name``, when this machine can build it: an unknown name or a GPU target on a
+    machine without its provider is refused before any other check or work."""
+    target = registry.get_target(name)
+    if target.provider:
+        _require_provider(target)
+    return target
+
+
 def _require_provider(target: registry.TargetEntry) -> None:
     try:
         import onnxruntime as ort
@@ -130,11 +139,9 @@ def compile_model(
     for name, value in (("--batch-size", settings.batch_size), ("--seq-len", settings.seq_len)):
         if value is not None and value < 1:
             raise UsageError(f"{name} {value}: must be a positive integer")
-    target = registry.get_target(settings.target)
+    target = check_buildable(settings.target)
     require_guard(settings, guard)
     check_output(out_dir, "model package", overwrite=overwrite, inputs=(source,))
-    if target.provider:
-        _require_provider(target)
     try:
         model_info, meta = model_info_from_onnx(source)
     except CompileError:

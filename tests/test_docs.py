@@ -1,0 +1,205 @@
+"""Every `spanqa ...` command line that README.md and docs/*.md show a user typing, run as typed.
+
+Commands are extracted from the Markdown's fenced code blocks (not copied here): a line that
+starts with `spanqa` (or `$ spanqa`, in a transcript whose other lines are its output), with
+backslash continuations joined. A block preceded by `<!-- docs-test: skip (reason) -->` is
+skipped with that reason (the network, a GPU, a remote cluster). Each document's commands run
+in order in one working directory beside a `shared` tree whose model is the real stand-in and
+whose SQuAD files are the first held-out articles (so `../shared/...` in the docs works as
+written); one package cache serves every document. `spanqa serve` is started, waited for until
+ready, and stopped at the end of its document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SKIP = re.compile(r"<!--\s*docs-test:\s*skip\s*\((?P<reason>[^)]*)\)\s*-->")
+SLICE_QUESTIONS = 260  # enough for the accuracy guard (200 questions) and a quick run
+
+
+@dataclass(frozen=True)
+class DocCommand:
+    doc: str
+    line: int
+    text: str
+    skip: str | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.doc}:{self.line} {self.text[:60]}"
+
+
+def doc_commands(path: Path) -> list[DocCommand]:
+    """The spanqa command lines of one Markdown file, in order."""
+    out: list[DocCommand] = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    fence: str | None = None
+    transcript = False
+    skip: str | None = None
+    pending: str | None = None  # a skip marker waiting for its block
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        if fence is None:
+            m = SKIP.search(line)
+            if m:
+                pending = m.group("reason")
+            elif stripped.startswith("```"):
+                fence, skip, pending = stripped[:3], pending, None
+                # a transcript ("$ command" then its output): only the "$ " lines are typed
+                end = next((k for k in range(i + 1, len(lines)) if lines[k].strip().startswith("```")), len(lines))
+                transcript = any(lines[k].lstrip().startswith("$ ") for k in range(i + 1, end))
+            elif stripped:
+                pending = None
+            i += 1
+            continue
+        if stripped.startswith(fence):
+            fence = skip = None
+            i += 1
+            continue
+        start = i
+        if transcript and not stripped.startswith("$ "):
+            i += 1
+            continue
+        text = re.sub(r"^\$ ", "", stripped)
+        while text.endswith("\\") and i + 1 < len(lines):
+            i += 1
+            text = text[:-1].rstrip() + " " + lines[i].strip()
+        i += 1
+        if re.match(r"^spanqa\s", text) or re.search(r"&&\s*spanqa(\s|$)", text):
+            command = _strip_comment(text)
+            out.append(DocCommand(path.relative_to(ROOT).as_posix(), start + 1, command, skip))
+    return out
+
+
+def _strip_comment(text: str) -> str:
+    """The command without a trailing `# comment` (a # after whitespace, outside quotes)."""
+    quote = None
+    for k, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and k and text[k - 1].isspace():
+            return text[:k].rstrip()
+    return text
+
+
+ALL = [c for doc in DOCS for c in doc_commands(doc)]
+
+
+def test_the_docs_show_commands_and_every_skip_says_why():
+    assert len([c for c in ALL if c.skip is None]) >= 10, [c.id for c in ALL]
+    for c in ALL:
+        assert c.skip is None or c.skip.strip(), c.id
+
+
+@pytest.fixture(scope="session")
+def docs_shared(tmp_path_factory, shared_dir) -> Path:
+    """A `shared` tree like ../shared whose SQuAD files are the first held-out questions."""
+    root = tmp_path_factory.mktemp("docs") / "shared"
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "standin-minilm-squad").symlink_to(shared_dir / "models" / "standin-minilm-squad")
+    (root / "data" / "squad").mkdir(parents=True)
+    (root / "data" / "vocab").symlink_to(shared_dir / "data" / "vocab")
+    data = json.loads((shared_dir / "data" / "squad" / "dev-v1.1-heldout.json").read_text(encoding="utf-8"))
+    kept, count = [], 0
+    for article in data["data"]:
+        if count >= SLICE_QUESTIONS:
+            break
+        kept.append(article)
+        count += sum(len(p["qas"]) for p in article["paragraphs"])
+    sliced = json.dumps({"version": data.get("version", "1.1"), "data": kept})
+    for name in ("dev-v1.1-heldout.json", "dev-v1.1.json"):
+        (root / "data" / "squad" / name).write_text(sliced, encoding="utf-8")
+    return root
+
+
+class _Docs:
+    """One working directory per document, the servers it started, and one package cache."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.home = base / "spanqa-home"
+        self.servers: list[subprocess.Popen] = []
+
+    def workdir(self, doc: str) -> Path:
+        path = self.base / doc.replace("/", "_")  # beside shared/, so ../shared is as the docs say
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def env(self) -> dict:
+        env = dict(os.environ, SPANQA_HOME=str(self.home), PYTHONUNBUFFERED="1")
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def stop_servers(self) -> None:
+        for proc in self.servers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self.servers.clear()
+
+
+@pytest.fixture(scope="module")
+def docs_run(docs_shared):
+    state = _Docs(docs_shared.parent)
+    yield state
+    state.stop_servers()
+
+
+def _port(command: str) -> int:
+    m = re.search(r"--port[ =](\d+)", command)
+    return int(m.group(1)) if m else 8000
+
+
+def _serve(state: _Docs, command: DocCommand, cwd: Path) -> None:
+    state.stop_servers()  # one server at a time on its port
+    log = open(cwd / f"serve-{command.line}.log", "w")
+    proc = subprocess.Popen(command.text, shell=True, cwd=cwd, env=state.env(), stdout=log, stderr=subprocess.STDOUT)
+    state.servers.append(proc)
+    url = f"http://127.0.0.1:{_port(command.text)}/readyz"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (cwd / f"serve-{command.line}.log").read_text()
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"{command.id}: not ready within 300 s")
+
+
+@pytest.mark.parametrize("command", ALL, ids=[c.id for c in ALL])
+def test_doc_command(command: DocCommand, docs_run: _Docs):
+    if command.skip is not None:
+        pytest.skip(command.skip)
+    cwd = docs_run.workdir(command.doc)
+    if command.doc != getattr(docs_run, "doc", None):
+        docs_run.stop_servers()
+        docs_run.doc = command.doc
+    if re.match(r"^spanqa serve\b", command.text):
+        _serve(docs_run, command, cwd)
+        return
+    result = subprocess.run(command.text, shell=True, cwd=cwd, env=docs_run.env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{command.id}\n$ {command.text}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
