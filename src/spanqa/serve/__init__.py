@@ -1,6 +1,8 @@
-"""``spanqa serve``: the engine behind an HTTP API on Ray Serve, batched by token count.
+"""``spanqa serve``: the engine behind an HTTP API, spanqa's own ingress in front of Ray Serve
+replicas batched by token count.
 
-Nothing here imports Ray or FastAPI at module level (``spanqa --help`` stays instant):
-``schema`` (request/response bodies), ``service`` (a replica's work, Ray-free), ``app`` (the
-FastAPI app), ``metrics``, ``deployment`` (the Serve deployment) and ``server`` (start/stop).
+Nothing here imports Ray or FastAPI at module level (``spanqa --help`` stays instant). The
+ingress: ``app`` (FastAPI), ``ingress``, ``admission``, ``plan``, ``problem``, ``backend``; the
+replicas: ``deployment`` (the Serve deployment), ``service`` (Ray-free); ``schema``, ``metrics``;
+``server`` (start, drain, stop).
 """

@@ -1,12 +1,12 @@
-"""Prometheus metrics of the replicas, served at ``GET /metrics``.
+"""Prometheus metrics, served at ``GET /metrics`` by the ingress.
 
-Each replica is its own process and a scrape reaches one of them, so the replicas write their
-samples to files in one directory (prometheus_client's multiprocess mode, PROMETHEUS_MULTIPROC_DIR
-set by spanqa.serve.server) and ``/metrics`` sums them: any replica answers for all of those on
-its node. Without that variable (a single process, tests) the samples live in memory.
-
-Requests Serve refuses before they reach a replica (503 when its queue is full, 408 at its
-timeout) are counted by Serve's own metrics (``ray_serve_num_http_error_requests``), not here.
+The ingress (the ``spanqa serve`` process) counts requests: by path and status, their latency,
+those in flight, the padded tokens admitted, the work dropped because its caller timed out or
+left. Each replica is its own process and counts its batches; the replicas write their samples to
+files in one directory (prometheus_client's multiprocess mode, PROMETHEUS_MULTIPROC_DIR set by
+spanqa.serve.server in their runtime_env) and the ingress sums them: the replicas on the ingress's
+node. Without that directory (tests) a replica's samples live in memory. The two sets of names
+are disjoint, so their pages are concatenated.
 """
 
 from __future__ import annotations
@@ -20,32 +20,85 @@ _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 _TOKEN_BUCKETS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 
-class Metrics:
-    def __init__(self):
-        from prometheus_client import (
-            CollectorRegistry,
-            Counter,
-            Gauge,
-            Histogram,
-            disable_created_metrics,
+def _registry():
+    from prometheus_client import CollectorRegistry, disable_created_metrics
+
+    disable_created_metrics()  # *_created series double the page and nobody graphs them
+    return CollectorRegistry()
+
+
+class IngressMetrics:
+    def __init__(self, replica_dir: str | None = None):
+        """``replica_dir``: where the replicas write their samples (never this process: its own
+        samples stay in memory, so they are not counted twice)."""
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.replica_dir = replica_dir
+
+        # A registry of our own: two servers in one process (tests) do not collide.
+        self.registry = _registry()
+        kw = {"registry": self.registry}
+        self.requests = Counter(
+            "spanqa_requests",
+            "HTTP requests answered, by path and status (499: the client left first).",
+            ["path", "status"],
+            **kw,
+        )
+        self.latency = Histogram(
+            "spanqa_request_seconds",
+            "Time from a POST /v1/answer arriving to its answer.",
+            buckets=_LATENCY_BUCKETS,
+            **kw,
+        )
+        self.in_flight = Gauge("spanqa_requests_in_flight", "POST /v1/answer requests being answered.", **kw)
+        self.queued_tokens = Gauge(
+            "spanqa_queued_tokens",
+            "Padded tokens admitted and not yet answered (the admission's measure).",
+            **kw,
+        )
+        self.replicas = Gauge("spanqa_ready_replicas", "Replicas Serve reports running.", **kw)
+        self.cancelled = Counter(
+            "spanqa_cancelled_requests",
+            "Admitted requests given up before their answer, by reason (timeout, disconnect); "
+            "Serve drops their questions from the batch queue.",
+            ["reason"],
+            **kw,
         )
 
-        disable_created_metrics()  # *_created series double the page and nobody graphs them
+    def exposition(self, replica_registry=None) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        page = generate_latest(self.registry)
+        directory = self.replica_dir
+        if replica_registry is not None:
+            page += generate_latest(replica_registry)
+        elif directory and os.path.isdir(directory):
+            from prometheus_client import multiprocess
+
+            _forget_dead_processes(directory)
+            registry = _registry()
+            multiprocess.MultiProcessCollector(registry, path=directory)
+            page += generate_latest(registry)
+        return page, CONTENT_TYPE_LATEST
+
+
+class ReplicaMetrics:
+    def __init__(self):
+        from prometheus_client import Counter, Gauge, Histogram
 
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if self.multiprocess_dir:
             os.makedirs(self.multiprocess_dir, exist_ok=True)
-        # A registry of our own (in multiprocess mode the values go to files whatever the
-        # registry): two services in one process (tests) do not collide.
-        self.registry = CollectorRegistry()
+        # In multiprocess mode the values go to files whatever the registry.
+        self.registry = _registry()
         kw = {"registry": self.registry}
-        self.requests = Counter(
-            "spanqa_requests",
-            "HTTP requests answered by a replica, by path and status.",
-            ["path", "status"],
+        self.questions = Counter("spanqa_questions", "Questions run through the model.", **kw)
+        self.dropped = Counter(
+            "spanqa_dropped_questions",
+            "Questions taken off a batch before the model because their deadline had passed.",
+            ["reason"],
             **kw,
         )
-        self.questions = Counter("spanqa_questions", "Questions answered.", **kw)
         self.batch_questions = Histogram(
             "spanqa_batch_questions",
             "Questions per batch.",
@@ -64,40 +117,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             **kw,
         )
-        self.latency = Histogram(
-            "spanqa_request_seconds",
-            "Time from a request reaching a replica to its answer.",
-            buckets=_LATENCY_BUCKETS,
-            **kw,
-        )
         self.queue = Gauge(
             "spanqa_queue_length",
-            "Questions waiting in the batch queues.",
+            "Questions waiting in the replicas' batch queues.",
             multiprocess_mode="livesum",
             **kw,
         )
-        self.in_flight = Gauge(
-            "spanqa_requests_in_flight",
-            "Requests being answered.",
-            multiprocess_mode="livesum",
-            **kw,
-        )
-
-    def exposition(self) -> tuple[bytes, str]:
-        from prometheus_client import (
-            CONTENT_TYPE_LATEST,
-            CollectorRegistry,
-            generate_latest,
-        )
-
-        if not self.multiprocess_dir:
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
-        from prometheus_client import multiprocess
-
-        _forget_dead_processes(self.multiprocess_dir)
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 def _forget_dead_processes(path: str) -> None:

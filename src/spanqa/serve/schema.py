@@ -4,7 +4,7 @@ field instead of a silently coerced value."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -88,11 +88,21 @@ class AnswerRequest(BaseModel):
         return value
 
 
+_OUT = ConfigDict(extra="forbid")
+
+
 class AnswerOut(BaseModel):
+    model_config = _OUT
+
     answer: str = Field(description="The answer text: context[start:end].")
     score: float = Field(description="Its probability among the n-best candidates.")
     start: int = Field(description="Character offset of the answer in the context.")
     end: int = Field(description="Character offset just past the answer.")
+    null_odds: float | None = Field(
+        None,
+        description="SQuAD 2.0 (handle_impossible_answer): the null score minus the best span's; "
+        'above the threshold the answer is "".',
+    )
 
 
 # Hugging Face's shapes: one dict for one question and top_k 1, a list for top_k > 1 or a
@@ -100,8 +110,42 @@ class AnswerOut(BaseModel):
 AnswerResponse = AnswerOut | list[AnswerOut] | list[list[AnswerOut]]
 
 
+class FieldProblem(BaseModel):
+    model_config = _OUT
+
+    field: str
+    message: str
+
+
 class ErrorOut(BaseModel):
-    status: int
+    """Every error the service answers, whatever its status."""
+
+    model_config = _OUT
+
+    status: int = Field(description="The HTTP status, repeated.")
     error: str = Field(description="What is wrong and what to do, in one line.")
+    request_id: str = Field(description="The request's X-Request-Id; the server's log lines about it carry it too.")
     field: str | None = Field(None, description="The request field at fault, dotted (inputs.0.context).")
-    limit: str | None = Field(None, description="The server limit that was exceeded (413).")
+    limit: str | None = Field(None, description="The server limit that was exceeded (413, 503).")
+    retry_after_s: float | None = Field(
+        None, description="503: the expected wait before a retry can be admitted (Retry-After rounds it up)."
+    )
+    errors: list[FieldProblem] | None = Field(None, description="422: every field at fault.")
+
+
+class HealthOut(BaseModel):
+    model_config = _OUT
+
+    status: Literal["alive"]
+
+
+class ReadyOut(BaseModel):
+    model_config = _OUT
+
+    status: Literal["ready"]
+    replicas: int = Field(description="Replicas Serve reports running.")
+    replica: dict | None = Field(
+        None,
+        description="One replica's process id, model path, target, runtime and threads: only for a caller "
+        "with the API key (SPANQA_API_KEY set).",
+    )

@@ -1,39 +1,19 @@
-"""What a replica does, without Ray: check a request against the model and the limits, cost
-each question in padded tokens (Serve's batch size), and answer a batch of questions with
-``Engine.answer_many``, grouped by the per-request settings that change features or answers."""
+"""What a replica does, without Ray: answer a batch of questions with ``Engine.answer_many``,
+grouped by the per-request settings that change features or answers, dropping the questions
+whose deadline has passed before they reach the model. The ingress side (requests to questions,
+their cost, admission) is in ``plan`` and ``admission``."""
 
 from __future__ import annotations
 
-import math
+import logging
+import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from spanqa.errors import SpanQAError
 from spanqa.settings import AnswerSettings, FeatureSettings, ServeSettings
 
-
-class RequestError(SpanQAError):
-    """A request the service refuses: ``status`` is its HTTP status, ``field`` the request
-    field at fault and ``limit`` the server setting it exceeds (413)."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        field: str | None = None,
-        limit: str | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.field, self.limit = status, field, limit
-
-    def to_json(self) -> dict:
-        out: dict[str, Any] = {"status": self.status, "error": str(self)}
-        if self.field is not None:
-            out["field"] = self.field
-        if self.limit is not None:
-            out["limit"] = self.limit
-        return out
+log = logging.getLogger("spanqa.serve")
 
 
 @dataclass(frozen=True)
@@ -45,17 +25,42 @@ class Key:
     answers: AnswerSettings
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What the ingress needs to know of a replica's model to cost questions: the engine's own
+    settings, the longest window it runs and the multiple windows are padded to."""
+
+    base_key: Key
+    max_seq_len: int
+    multiple: int
+
+
 @dataclass(eq=False)
 class Item:
-    """One question on its way through Serve's batch queue."""
+    """One question on its way from the ingress through Serve's batch queue."""
 
     question: str
     context: str
     key: Key
     top_k: int
-    cost: int  # padded tokens of its windows, at most max_batch_tokens
+    cost: int  # padded tokens of its windows, at most max_batch_tokens (Serve's batch size)
     windows: int
+    tokens: int = 0  # padded tokens of its windows, uncapped (admission)
+    request_id: str = ""
+    deadline: float = float("inf")  # time.time() after which its answer is no use to anyone
     started: bool = field(default=False)
+
+
+@dataclass
+class Outcome:
+    """What became of one question in a replica. ``error`` ("Type: text") is for the log, never
+    for the client; ``per_token_s`` is the replica's measured seconds per padded token."""
+
+    answers: list[dict] | None = None
+    error: str | None = None
+    expired: bool = False
+    model_s: float = 0.0  # its batch, features to answers
+    per_token_s: float | None = None
 
 
 class Pacer:
@@ -98,23 +103,24 @@ def batch_cost(items: list[Item]) -> int:
 
 
 class Service:
-    """A loaded engine behind the HTTP API of one replica."""
+    """A loaded engine answering batches in one replica."""
 
     def __init__(self, engine, settings: ServeSettings, metrics=None):
-        from spanqa.serve.metrics import Metrics
+        from spanqa.serve.metrics import ReplicaMetrics
 
         self.engine = engine
         self.settings = settings
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or ReplicaMetrics()
         self.pacer = Pacer(settings.max_wait_ms / 1000.0)
-        self._engines: dict[Key, Any] = {}
-        self._pieces = _piece_counter(engine)
         base = engine.settings
         self.base_key = Key(base.features, base.answers)
-        self._engines[self.base_key] = engine
+        self._engines: dict[Key, Any] = {self.base_key: engine}
         fixed = engine.runtime.seq_len
-        self.max_seq_len = int(fixed or min(512, engine.max_positions))
-        self.multiple = max(1, int(base.batching.multiple))
+        self.shape = Shape(
+            self.base_key,
+            int(fixed or min(512, engine.max_positions)),
+            max(1, int(base.batching.multiple)),
+        )
 
     @classmethod
     def load(cls, package: str, settings: ServeSettings, threads: int | None = None) -> Service:
@@ -122,110 +128,6 @@ class Service:
         from spanqa.engine import Engine
 
         return cls(Engine.load(package, threads=threads), settings)
-
-    # ------------------------------------------------------------------------------------------
-    # Requests to items
-
-    def key(self, params) -> Key:
-        """The settings of a request's ``parameters``; a 422 naming the parameter that cannot run."""
-        base = self.base_key
-        f = base.features
-        features = FeatureSettings(
-            max_seq_length=f.max_seq_length if params.max_seq_len is None else params.max_seq_len,
-            doc_stride=f.doc_stride if params.doc_stride is None else params.doc_stride,
-            max_query_length=f.max_query_length if params.max_question_len is None else params.max_question_len,
-            do_lower_case=f.do_lower_case,
-        )
-        if features.max_seq_length > self.max_seq_len:
-            raise RequestError(
-                422,
-                f"max_seq_len {features.max_seq_length}: this model takes at most {self.max_seq_len} tokens",
-                "parameters.max_seq_len",
-            )
-        if features.max_seq_length < features.min_seq_length:
-            raise RequestError(
-                422,
-                f"max_seq_len {features.max_seq_length}: leaves no room for the context after {features.max_query_length} question "
-                f"tokens; give at least {features.min_seq_length} or a smaller max_question_len",
-                "parameters.max_seq_len",
-            )
-        answers = base.answers
-        if params.max_answer_len is not None:
-            answers = replace(answers, max_answer_length=params.max_answer_len)
-        if params.handle_impossible_answer is not None:
-            answers = replace(answers, version_2_with_negative=params.handle_impossible_answer)
-        if params.top_k > self.settings.max_top_k:
-            raise RequestError(
-                422,
-                f"top_k {params.top_k}: at most {self.settings.max_top_k} (the server's max_top_k)",
-                "parameters.top_k",
-            )
-        # The engine widens the n-best to top_k; doing it here keeps the key (and so the scores,
-        # a softmax over the n-best) the same whatever top_k the batch-mates asked for.
-        if answers.n_best_size < params.top_k:
-            answers = replace(answers, n_best_size=params.top_k)
-        return Key(features, answers)
-
-    def items(self, request) -> list[Item]:
-        """Items for a validated ``AnswerRequest``; 413 for a question over a limit."""
-        inputs = request.inputs if isinstance(request.inputs, list) else [request.inputs]
-        many = isinstance(request.inputs, list)
-        limits = self.settings
-        if len(inputs) > limits.max_inputs:
-            raise RequestError(
-                413,
-                f"{len(inputs)} questions; the limit is {limits.max_inputs} per request",
-                "inputs",
-                "max_inputs",
-            )
-        key = self.key(request.parameters)
-        out = []
-        for i, qa in enumerate(inputs):
-            where = f"inputs.{i}" if many else "inputs"
-            if len(qa.context) > limits.max_context_chars:
-                raise RequestError(
-                    413,
-                    f"context of {len(qa.context)} characters; the limit is {limits.max_context_chars}",
-                    f"{where}.context",
-                    "max_context_chars",
-                )
-            windows, tokens = self.cost(qa.question, qa.context, key.features)
-            if windows > limits.max_windows:
-                raise RequestError(
-                    413,
-                    f"context needs {windows} windows of {key.features.max_seq_length} tokens; the limit is {limits.max_windows}",
-                    f"{where}.context",
-                    "max_windows",
-                )
-            # Serve refuses an item bigger than the whole batch; one that big runs alone.
-            cost = min(tokens, limits.max_batch_tokens)
-            out.append(
-                Item(
-                    qa.question,
-                    qa.context,
-                    key,
-                    request.parameters.top_k,
-                    cost,
-                    windows,
-                )
-            )
-        return out
-
-    def cost(self, question: str, context: str, features: FeatureSettings) -> tuple[int, int]:
-        """(windows, padded tokens) of a question: run_squad's windows over the word pieces, each
-        padded to the engine's length multiple, as length-aware batching pads them."""
-        q = min(self._pieces(question), features.max_query_length)
-        n = self._pieces(context)
-        room = features.max_seq_length - q - 3
-        windows = 1 if n <= room else 1 + math.ceil((n - room) / min(room, features.doc_stride))
-        tokens = 0
-        for w in range(windows):
-            length = min(room, n - w * min(room, features.doc_stride))
-            tokens += -(-(q + 3 + max(length, 0)) // self.multiple) * self.multiple
-        return windows, tokens
-
-    # ------------------------------------------------------------------------------------------
-    # A batch
 
     def engine_for(self, key: Key):
         engine = self._engines.get(key)
@@ -247,16 +149,22 @@ class Service:
         m.batch_tokens.observe(tokens := batch_cost(items))
         self.pacer.started(tokens)
 
-    def run_batch(self, items: list[Item]) -> list[Any]:
-        """Answers (a list of ``Answer``) or the exception of each item, in order. Items that
-        share settings go through one ``answer_many``: it sorts and pads all their windows
-        together; a failing group fails only its own items."""
+    def run_batch(self, items: list[Item]) -> list[Outcome]:
+        """An ``Outcome`` per item, in order. Items whose deadline has passed are not run (their
+        caller has answered 504 already). Items that share settings go through one
+        ``answer_many``: it sorts and pads all their windows together; a failing group fails
+        only its own items."""
         from spanqa.engine import Question
 
+        now = time.time()
+        out: list[Outcome] = [Outcome(expired=True) for _ in items]
         groups: dict[Key, list[int]] = {}
         for i, item in enumerate(items):
-            groups.setdefault(item.key, []).append(i)
-        out: list[Any] = [None] * len(items)
+            if item.deadline > now:
+                groups.setdefault(item.key, []).append(i)
+        dropped = len(items) - sum(len(idx) for idx in groups.values())
+        if dropped:
+            self.metrics.dropped.labels("deadline").inc(dropped)
         t0 = time.perf_counter()
         for key, idx in groups.items():
             top_k = max(items[i].top_k for i in idx)
@@ -264,33 +172,25 @@ class Service:
             try:
                 answers = self.engine_for(key).answer_many(questions, top_k=top_k)
             except Exception as exc:  # noqa: BLE001 - handed to each request of the group
+                text = f"{type(exc).__name__}: {exc}"
+                log.exception("requests %s: the model failed", ",".join(sorted({items[i].request_id for i in idx})))
                 for i in idx:
-                    out[i] = exc
+                    out[i] = Outcome(error=text)
                 continue
             for i, found in zip(idx, answers):
-                out[i] = found[: items[i].top_k]
+                out[i] = Outcome(answers=[a.to_json() for a in found[: items[i].top_k]])
         self.pacer.finished()
-        self.metrics.batch_seconds.observe(time.perf_counter() - t0)
-        self.metrics.questions.inc(len(items))
+        seconds = time.perf_counter() - t0
+        run = len(items) - dropped
+        if run:
+            self.metrics.batch_seconds.observe(seconds)
+            self.metrics.questions.inc(run)
+        for outcome in out:
+            if not outcome.expired:
+                outcome.model_s = seconds
+            outcome.per_token_s = self.pacer.per_token
         return out
 
-    def info(self) -> dict:
-        return self.engine.info()
-
-
-def _piece_counter(engine):
-    """A function counting the word pieces of a text with the engine's tokenizer."""
-    from spanqa.data.tokenization import make_tokenizer
-
-    wp = make_tokenizer(engine.tokenizer)
-    rust = wp.tokenizer
-
-    def pieces(text: str) -> int:
-        # The whole text in one Rust call: 5x faster than the per-word path the features take
-        # (0.26 against 1.25 ms a SQuAD context) and the same count on the held-out contexts.
-        try:
-            return len(rust.encode(text, add_special_tokens=False).ids)
-        except Exception:  # noqa: BLE001 - lone surrogates cannot cross into Rust
-            return len(wp.encode_texts([text])[0][0])
-
-    return pieces
+    def describe(self) -> dict:
+        """The replica's model and process (``/readyz`` shows it to authorised callers)."""
+        return {"pid": os.getpid(), **self.engine.info()}
