@@ -54,7 +54,7 @@ def load_plan(package_dir: Path, questions: int, budget: int | None = None):
     with tempfile.TemporaryDirectory() as tmp:
         subset = Path(tmp) / "subset.json"
         peers.write_subset(peers.HELDOUT, questions, subset)
-        items = peers._items(subset)
+        items = peers.read_items(subset)
     package = open_package(package_dir)
     settings = EngineSettings() if budget is None else EngineSettings(batching=BatchingSettings(token_budget=budget))
 
