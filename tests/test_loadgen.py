@@ -106,17 +106,18 @@ def test_singlestream_p90_is_loadgens(tiny_package, data, tmp_path):
 
 
 def test_server_at_a_low_rate_is_valid(tiny_package, tiny, tmp_path):
-    # 500 queries: LoadGen's early stopping wants at least 459 to call a p99 VALID. The bound is
-    # generous so that a busy 2-core machine passes too; the impossible bound is the next test.
+    # 470 queries: LoadGen's early stopping wants at least 459 to call a p99 VALID. A low rate
+    # and a generous bound, so that a busy 2-core machine passes too (the tiny model answers in a
+    # few ms); the impossible bound is the next test.
     out = tmp_path / "server"
-    code, stdout, _ = loadgen(tiny, "--model", tiny_package, "--scenario", "server", "--target-qps", "40",
-                              "--latency-ms", "1000", "--duration", "1", "--min-queries", "500", "--out", out)  # fmt: skip
+    code, stdout, _ = loadgen(tiny, "--model", tiny_package, "--scenario", "server", "--target-qps", "20",
+                              "--latency-ms", "2000", "--duration", "1", "--min-queries", "470", "--out", out)  # fmt: skip
     assert code == 0, stdout
     report = json.loads((out / "loadgen.json").read_text())
     [row] = report["rows"]
     assert row["result"] == "VALID", row["reasons"]
     assert "Result is : VALID" in summary(out)
-    assert row["target_qps"] == 40 and row["queries"] >= 500 and row["p99_ms"] <= 1000
+    assert row["target_qps"] == 20 and row["queries"] >= 470 and row["p99_ms"] <= 2000
     line = next(line for line in stdout.splitlines() if line.startswith("Server"))
     assert line.split()[-6] == "VALID"  # the table's result column
 

@@ -196,7 +196,7 @@ def _open_engine(package, settings: LoadgenSettings, threads, features: bool, da
                 "use a model with dynamic shapes or one compiled with --seq-len 384"
             )
     else:  # as `spanqa run` chooses, so an accuracy run answers as `spanqa run` does
-        fs = FeatureSettings(max_seq_length=package.seq_len or min(FeatureSettings().max_seq_length, package.max_positions))
+        fs = FeatureSettings.for_model(package.seq_len, package.max_positions)
     answers = resolve_version_2(AnswerSettings(), examples=read_squad(dataset), package=package)
     engine_settings = EngineSettings(features=fs, answers=answers)
     # SingleStream: one query at a time on every thread (least latency); otherwise a batch per stream.
