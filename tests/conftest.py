@@ -82,20 +82,34 @@ def tiny_features(tiny_package, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def standin_package(standin_dir, tmp_path_factory) -> Path:
-    """The real stand-in QA model converted to a cpu-fp32 model package (made once per run)."""
+def standin_package(standin_dir) -> Path:
+    """The real stand-in QA model converted to a cpu-fp32 model package: built once, and kept in
+    the reference cache under a key of the checkpoint, the library versions and the conversion
+    code (tests/reference_cache.py). Tests only read it."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    from reference_cache import SRC, cached_dir, content_key
     from spanqa.targets.compile import convert_checkpoint
 
-    out = tmp_path_factory.mktemp("standinpkg") / "pkg"
-    convert_checkpoint(standin_dir, out)
-    return out
+    key = content_key(
+        *(sorted(p for p in standin_dir.iterdir() if p.is_file())),
+        torch.__version__,
+        onnx.__version__,
+        onnxruntime.__version__,
+        SRC,
+    )
+    return cached_dir("standin-package", key, lambda root: convert_checkpoint(standin_dir, root / "pkg")) / "pkg"
 
 
 # ---------------------------------------------------------------------------------------------
 # The stand-in model on the held-out questions, shared by the offline infer, engine and run tests.
 # Every question by default; SPANQA_HELDOUT_STRIDE=k takes every k-th question instead (a quick
 # local run). Costs ~15 minutes on 2 cores in all: two ONNX Runtime passes at 512 tokens (batch
-# sizes 1 and 8, 'spanqa infer'), one PyTorch pass and one length-aware pass ('spanqa run').
+# sizes 1 and 8, 'spanqa infer'), one PyTorch pass and one length-aware pass ('spanqa run'). The
+# PyTorch pass and the two 'spanqa infer' passes are reference outputs kept on disk, keyed by
+# content (tests/reference_cache.py): an unchanged model, data and code path takes them from there.
 
 
 @pytest.fixture(scope="session")
@@ -128,15 +142,41 @@ def heldout_torch_logits(heldout_features, standin_dir):
 
     Features run in batches of similar length cut to their longest real length: the logits of
     real tokens do not depend on how much padding follows (it is masked out), and this is ~3x
-    cheaper than running 512 positions.
+    cheaper than running 512 positions. Kept in the reference cache (tests/reference_cache.py),
+    keyed by the checkpoint's files, the features, the library versions and the loading code.
     """
+    import numpy as np
+    import torch
+    import transformers
+
+    from reference_cache import SRC, cached_dir, content_key
+
+    f = heldout_features
+    key = content_key(
+        *(sorted(p for p in standin_dir.iterdir() if p.is_file())),
+        f.input_ids,
+        f.segment_ids,
+        f.input_mask,
+        torch.__version__,
+        transformers.__version__,
+        SRC / "models",
+        Path(__file__).read_bytes(),
+    )
+
+    def build(out: Path) -> None:
+        np.savez(out / "logits.npz", *_torch_logits(f, standin_dir))
+
+    with np.load(cached_dir("heldout-torch-logits", key, build) / "logits.npz") as data:
+        return data["arr_0"], data["arr_1"]
+
+
+def _torch_logits(f, standin_dir):
     import numpy as np
     import torch
 
     from spanqa.models.checkpoint import load_checkpoint
 
     model = load_checkpoint(standin_dir).model
-    f = heldout_features
     lengths = f.lengths
     order = np.argsort(lengths, kind="stable")
     start = np.full(f.input_ids.shape, np.nan, np.float32)
@@ -181,22 +221,48 @@ BS1_EVERY = 10
 
 
 @pytest.fixture(scope="session")
-def heldout_infer_runs(heldout_features, standin_package, tmp_path_factory):
+def heldout_infer_runs(heldout_features, standin_package):
     """'spanqa infer' over the held-out features written in the recipe's padded 512-token layout:
     every feature at batch size 8, every BS1_EVERY-th at batch size 1.
-    {batch size: (output dir, summary, feature rows)}."""
-    import numpy as np
+    {batch size: (output dir, summary, feature rows)}.
 
+    The runs are kept in the reference cache (tests/reference_cache.py) under a key of the
+    package's model, the features, onnxruntime's version and every spanqa source file on the
+    path from feature folders to output files: a change to any of them runs them again."""
+    import json
+
+    import numpy as np
+    import onnxruntime
+
+    from reference_cache import SRC, cached_dir, content_key
     from spanqa.data.folders import write_features
     from spanqa.offline.infer import infer_folders
     from spanqa.settings import InferSettings
 
+    f = heldout_features
     runs = {}
     for bs, step in ((1, BS1_EVERY), (8, 1)):
-        root = tmp_path_factory.mktemp(f"heldout-bs{bs}")
-        rows = np.arange(0, len(heldout_features), step)
-        write_features(feature_rows(heldout_features, rows), root / "features", bs)
-        summary = infer_folders(standin_package, root / "features", root / "out", InferSettings())
+        rows = np.arange(0, len(f), step)
+        key = content_key(
+            standin_package / "model.onnx",
+            f.input_ids[rows],
+            f.segment_ids[rows],
+            f.input_mask[rows],
+            bs,
+            onnxruntime.__version__,
+            np.__version__,
+            SRC / "offline",
+            SRC / "runtimes",
+            SRC / "data",
+            *(SRC / name for name in ("settings.py", "fileutil.py", "sysinfo.py", "models/package.py", "models/manifest.py")),
+        )
+
+        def build(root: Path, bs=bs, rows=rows) -> None:
+            write_features(feature_rows(f, rows), root / "features", bs)
+            infer_folders(standin_package, root / "features", root / "out", InferSettings())
+
+        root = cached_dir(f"heldout-infer-bs{bs}", key, build)
+        summary = json.loads((root / "out" / "summary.json").read_text(encoding="utf-8"))
         runs[bs] = (root / "out", summary, rows)
     return runs
 

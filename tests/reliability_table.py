@@ -235,6 +235,21 @@ ROWS = [
         (R + "test_a_partly_labelled_file_scores_its_labelled_questions",),
     ),
     Row(
+        "`report RESULT_DIR` on a directory `spanqa run` wrote",
+        "its rows/s and questions/s, and EM/F1",
+        "0",
+        "—",
+        ("tests/test_report_cli.py::test_plain_report_of_a_run_directory",),
+    ),
+    Row(
+        "`report MISSING` / `report not-json.json`",
+        "`no such file or directory; pass an infer log, a summary.json, a result.json or a result directory` / "
+        "`not valid JSON (` ...",
+        "2 / 3",
+        "—",
+        ("tests/test_report_cli.py::test_missing_and_non_json_files_exit_2_and_3",),
+    ),
+    Row(
         "a features dir given as `run --model`",
         "`a features folder (from 'spanqa preprocess'), not a model package`",
         "3",
