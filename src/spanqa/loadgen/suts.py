@@ -241,14 +241,21 @@ class HttpSUT(_Base):
             body = body[0]
         return str(body["answer"])
 
-    def answer_now(self, indices: list[int]) -> list[str]:
-        """Answers to ``indices`` outside any test (warm-up), all requests at once."""
+    def answer_now(self, indices: list[int], concurrency: int = 8) -> list[str]:
+        """Answers to ``indices`` outside any test (warm-up), ``concurrency`` requests at a time:
+        a burst would only measure the server's admission control."""
         import asyncio
 
         from spanqa.errors import UsageError
 
         async def all_of():
-            return await asyncio.gather(*(self.ask(i) for i in indices))
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one(i):
+                async with gate:
+                    return await self.ask(i)
+
+            return await asyncio.gather(*(one(i) for i in indices))
 
         try:
             return asyncio.run_coroutine_threadsafe(all_of(), self.loop).result()
