@@ -3,10 +3,14 @@
 INPUT is one or many SQuAD JSON files, JSON-lines or Parquet files of ``{id, question,
 context[, answers]}``, directories or globs of them, on the local disk or any filesystem fsspec
 (and so Ray Data) can open. Every format becomes the same rows: ``id``, ``question``,
-``context``, ``answers`` (gold texts, possibly empty) and ``source`` (the file, for messages).
+``context``, ``answers`` (gold texts, possibly empty), ``impossible`` (SQuAD 2.0's
+``is_impossible``; null for a 1.1 question) and ``source`` (the file, for messages).
 
 Naming and finding files happens on the driver (cheap, and a bad path fails before Ray starts);
-reading and parsing happens in Ray Data read tasks, so a large INPUT is read where it lies.
+reading and parsing happens in Ray Data read tasks, so a large INPUT is read where it lies and
+streams on in blocks of ``--batch-questions`` rows: nothing is materialised before answering.
+A SQuAD JSON file is one JSON document, so one read task parses it whole (split a very large
+one into several files, or give JSON-lines or Parquet, which are read in blocks).
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ class InputFiles:
         return [p for (protocol, _), paths in self.groups.items() if protocol in ("file", "local") for p in paths]
 
 
-def _format(path: str) -> str | None:
+def input_format(path: str) -> str | None:
+    """squad, jsonl or parquet by the file's suffix; None for another."""
     name = path.rsplit("/", 1)[-1].lower()
     for suffix, fmt in SUFFIXES.items():
         if name.endswith(suffix):
@@ -73,7 +78,7 @@ def find_inputs(inputs: Sequence[str]) -> InputFiles:
             if not paths:
                 raise UsageError(f"{item}: the glob matches no file")
         elif fs.isdir(root):
-            paths = sorted(p for p in fs.find(root) if _format(p))
+            paths = sorted(p for p in fs.find(root) if input_format(p))
             if not paths:
                 raise UsageError(f"{item}: a directory with no .json, .jsonl or .parquet file")
         elif fs.isfile(root):
@@ -81,7 +86,7 @@ def find_inputs(inputs: Sequence[str]) -> InputFiles:
         else:
             raise UsageError(f"{item}: no such file or directory")
         for path in paths:
-            fmt = _format(path)
+            fmt = input_format(path)
             if fmt is None:
                 raise UsageError(f"{path}: unknown input format; name it .json (SQuAD), .jsonl or .parquet")
             if (protocol, path) not in seen:  # the same file named twice is read once
@@ -106,13 +111,10 @@ def squad_batch(batch) -> Any:
 
 
 def squad_rows(raw: bytes, path: str) -> list[dict]:
-    """The question rows of one SQuAD file."""
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise DatasetError(f"{path}: not a SQuAD JSON file ({exc}); name JSON-lines files .jsonl") from None
-    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise DatasetError(f"{path}: not a SQuAD file: expected a JSON object with a 'data' list of articles")
+    """The question rows of one SQuAD file, read as ``spanqa.data.squad.read_squad`` reads it
+    (a 2.0 file says so by its version or by ``is_impossible`` on its questions)."""
+    data = _squad_json(raw, path)
+    version_2 = str(data.get("version", "")).startswith("v2")
     out = []
     for a, article in enumerate(data["data"]):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
@@ -125,9 +127,42 @@ def squad_rows(raw: bytes, path: str) -> list[dict]:
             for q, qa in enumerate(paragraph["qas"]):
                 if not isinstance(qa, dict):
                     raise DatasetError(f"{where}, question {q}: not an object with 'id' and 'question'")
-                qa = dict(qa, context=paragraph.get("context"))
-                out.append(_row(qa, path, f"article {a}, paragraph {p}, question {q}"))
+                row = _row(dict(qa, context=paragraph.get("context")), path, f"article {a}, paragraph {p}, question {q}")
+                if row["impossible"] is None and version_2:
+                    row["impossible"] = not row["answers"]  # a "v2.0" file: no answers means impossible
+                out.append(row)
     return out
+
+
+def _squad_json(raw: bytes, path: str) -> dict:
+    """The parsed SQuAD document; one line naming the file and the fix when it is not one."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); SQuAD JSON is UTF-8: re-save the file as UTF-8"
+        ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        hint = "pass a SQuAD .json file"
+        if _looks_like_json_lines(text):
+            hint = "it holds one JSON object per line: name it .jsonl"
+        raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); {hint}") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: JSON nested too deeply; pass a SQuAD .json file") from None
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise DatasetError(f"{path}: not a SQuAD file: expected a JSON object with a 'data' list of articles")
+    return data
+
+
+def _looks_like_json_lines(text: str) -> bool:
+    """Whether the first two non-empty lines are each a JSON object (a .jsonl file named .json)."""
+    lines = [line for line in text.splitlines()[:50] if line.strip()][:2]
+    try:
+        return len(lines) == 2 and all(isinstance(json.loads(line), dict) for line in lines)
+    except ValueError:
+        return False
 
 
 def normalise_batch(batch) -> Any:
@@ -136,7 +171,8 @@ def normalise_batch(batch) -> Any:
 
     names = set(batch.column_names)
     n = batch.num_rows
-    cols = {k: batch.column(k).to_pylist() if k in names else [None] * n for k in ("id", "question", "context", "answers")}
+    keys = ("id", "question", "context", "answers", "is_impossible")
+    cols = {k: batch.column(k).to_pylist() if k in names else [None] * n for k in keys}
     paths = batch.column("path").to_pylist()
     rows = [_row({k: cols[k][i] for k in cols}, paths[i], f"row {i} of its block") for i in range(n)]
     return pa.Table.from_pylist(rows, schema=row_schema())
@@ -152,6 +188,7 @@ def row_schema():
             ("question", pa.string()),
             ("context", pa.string()),
             ("answers", pa.list_(pa.string())),
+            ("impossible", pa.bool_()),
             ("source", pa.string()),
         ]
     )
@@ -174,64 +211,88 @@ def _row(item: dict, source: str, where: str) -> dict:
         gold = None
     if gold is None or not all(isinstance(t, str) for t in gold):
         raise DatasetError(f"{source}: question {qid!r}: 'answers' must be a list of strings or of {{'text': ...}}")
-    return {"id": qid, "question": item["question"], "context": item["context"], "answers": gold, "source": source}
+    impossible = item.get("is_impossible")
+    if impossible is not None:
+        if not isinstance(impossible, bool):
+            raise DatasetError(f"{source}: question {qid!r}: 'is_impossible' is not true/false")
+        if impossible and gold:
+            raise DatasetError(
+                f"{source}: question {qid!r}: marked is_impossible but has answers; an unanswerable question takes 'answers': []"
+            )
+        if not impossible and not gold:
+            raise DatasetError(
+                f"{source}: question {qid!r}: answerable (is_impossible false) but has no answers; give its answers "
+                "or set is_impossible true"
+            )
+    return {
+        "id": qid,
+        "question": item["question"],
+        "context": item["context"],
+        "answers": gold,
+        "impossible": impossible,
+        "source": source,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # The Ray dataset of INPUT
 
 
-def read_dataset(files: InputFiles, read_cpus: float):
-    """One Ray dataset of every question row of ``files``, in input order."""
+def read_dataset(files: InputFiles, block_rows: int, index=None, concurrency: int | None = None):
+    """One Ray dataset of every question row of ``files``, in input order, in blocks of at most
+    ``block_rows`` rows (a block is one actor call and one commit), streamed: nothing is read
+    before the pool asks for it. With ``index`` (the ref of the committed ids, ``--resume``)
+    rows get ``skip``: true for the ids already answered.
+
+    Reading, parsing and splitting ask for no CPU: the actor pool may hold every CPU, and Ray
+    Data starts the actors before any other task, so a read task that needed a CPU would wait
+    for ever (ray-project/ray#44687). They are light next to answering and share the cores;
+    ``concurrency`` caps how many run at once (with no CPU asked, nothing else would, and Ray
+    would start a worker process for each)."""
     import ray.data
 
     parts = []
     for (protocol, fmt), paths in files.groups.items():
         fs = files.filesystems[protocol]
         if fmt == SQUAD:
-            ds = ray.data.read_binary_files(paths, filesystem=fs, include_paths=True, num_cpus=read_cpus)
-            ds = ds.map_batches(squad_batch, batch_size=1, batch_format="pyarrow", num_cpus=read_cpus)
+            ds = ray.data.read_binary_files(paths, filesystem=fs, include_paths=True, num_cpus=0, concurrency=concurrency)
+            ds = ds.map_batches(squad_batch, batch_size=1, batch_format="pyarrow", num_cpus=0, concurrency=concurrency)
         else:
             reader = ray.data.read_parquet if fmt == PARQUET else ray.data.read_json
             # Arrow's JSON reader reads newline-delimited JSON (lines=True would refuse filesystem=).
             kwargs = {} if fmt == PARQUET else {"file_extensions": None}
-            ds = reader(paths, filesystem=fs, include_paths=True, num_cpus=read_cpus, **kwargs)
-            ds = ds.map_batches(normalise_batch, batch_format="pyarrow", num_cpus=read_cpus)
+            ds = reader(paths, filesystem=fs, include_paths=True, num_cpus=0, concurrency=concurrency, **kwargs)
+            ds = ds.map_batches(normalise_batch, batch_format="pyarrow", num_cpus=0, concurrency=concurrency)
         parts.append(ds)
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    # Input order is the order predictions.json is written in (as a local run writes it).
-    ds.context.execution_options.preserve_order = True
+    if index is not None:
+        from spanqa.scale.answerer import mark_committed
+
+        ds = ds.map_batches(
+            mark_committed, fn_kwargs={"index": [index]}, batch_format="pyarrow", num_cpus=0, concurrency=concurrency
+        )
+    return split_blocks(ds, block_rows)
+
+
+def split_blocks(ds, rows: int):
+    """``ds`` cut into blocks of at most ``rows`` rows by Ray Data's streaming repartition, with
+    that operator asking for no CPU.
+
+    ``repartition(target_num_rows_per_block=...)`` has no resource argument and its tasks ask
+    for one CPU, which a pool holding every CPU never frees (the hang above). Its logical
+    operator carries the remote arguments: with ``num_cpus=0`` there, Ray Data fuses it into the
+    parsing before it (same arguments), so parsing yields the blocks directly. A Ray whose plan
+    no longer looks like this fails here, loudly, instead of hanging."""
+    ds = ds.repartition(target_num_rows_per_block=rows)
+    try:
+        op = ds._logical_plan.dag
+        assert type(op).__name__ == "StreamingRepartition" and isinstance(op.ray_remote_args, dict)
+    except (AttributeError, AssertionError):
+        from spanqa.errors import ClusterError
+
+        raise ClusterError(
+            "this Ray's Data plan has no StreamingRepartition operator to run without a CPU; use the Ray "
+            "version spanqa is tested with (pip install 'spanqa[ray]')"
+        ) from None
+    op.ray_remote_args["num_cpus"] = 0
     return ds
-
-
-@dataclass
-class Questions:
-    """What the driver keeps of INPUT: every id in input order and the gold answers."""
-
-    ids: list[str]
-    answers: dict[str, list[str]]
-    sources: dict[str, str]
-
-    @property
-    def has_gold(self) -> bool:
-        return bool(self.ids) and all(self.answers[i] for i in self.ids)
-
-
-def check_ids(dataset) -> Questions:
-    """The ids and gold answers of a (materialised) dataset; DatasetError on a repeated id,
-    naming both files, before any question is answered."""
-    ids: list[str] = []
-    answers: dict[str, list[str]] = {}
-    sources: dict[str, str] = {}
-    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for qid, gold, source in zip(*(batch.column(k).to_pylist() for k in ("id", "answers", "source"))):
-            if qid in sources:
-                raise DatasetError(
-                    f"duplicate question id {qid!r} in {sources[qid]} and {source}; question ids must be unique across INPUT"
-                )
-            ids.append(qid)
-            answers[qid] = gold or []
-            sources[qid] = source
-    if not ids:
-        raise DatasetError("INPUT holds no questions")
-    return Questions(ids, answers, sources)
