@@ -118,7 +118,7 @@ class Service:
         fixed = engine.runtime.seq_len
         self.shape = Shape(
             self.base_key,
-            int(fixed or min(512, engine.max_positions)),
+            FeatureSettings.for_model(fixed, engine.max_positions).max_seq_length,
             max(1, int(base.batching.multiple)),
         )
 
