@@ -272,11 +272,14 @@ def test_jsonl_and_parquet_give_the_same_predictions(local_ray, squad_subset, st
     pq.write_table(pa.Table.from_pylist(rows[20:]), tmp_path / "b.parquet")
     out = tmp_path / "result"
     cli(str(first), str(tmp_path / "b.parquet"), "--model", str(standin_package), "-o", str(out), "--engine", "ray", "--no-nbest")
-    same_files(local_result, out, ["predictions.json"])
+    # Two formats: Ray Data's union takes their blocks in turn, so only the answers are compared.
+    predictions = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
+    assert predictions == json.loads((local_result / "predictions.json").read_text(encoding="utf-8"))
     assert not (out / "nbest_predictions.json").exists()
     result = json.loads((out / "result.json").read_text())
     local = json.loads((local_result / "result.json").read_text())
-    assert (result["exact_match"], result["f1"], result["total"]) == (local["exact_match"], local["f1"], 49)
+    assert result["total"] == 49 and result["exact_match"] == local["exact_match"]
+    assert result["f1"] == pytest.approx(local["f1"], rel=1e-12)  # summed in another order
 
 
 def test_squad2_file_gives_the_local_runs_files(local_ray, squad2_json, standin_package, tmp_path):
@@ -307,14 +310,14 @@ def test_mixed_squad_versions_are_refused(local_ray, squad_subset, squad2_json, 
     assert not out.exists()
 
 
-def test_errors_in_read_tasks_and_actors_come_back_as_one_line(local_ray, squad_subset, tmp_path):
+def test_errors_in_read_tasks_and_actors_come_back_as_one_line(local_ray, squad_subset, standin_package, tmp_path):
     from spanqa.errors import PackageError
     from spanqa.scale.ray_job import run_on_ray
     from spanqa.scale.store import Store
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "q1", "question": "Who?"}\n', encoding="utf-8")
-    r = cli(str(bad), "--model", str(tmp_path), "-o", str(tmp_path / "out"), "--engine", "ray", code=3)
+    r = cli(str(bad), "--model", str(standin_package), "-o", str(tmp_path / "out"), "--engine", "ray", code=3)
     assert r.output.splitlines()[-1] == f"Error: {bad}: question 'q1': missing or empty 'context'"
     nothing = tmp_path / "empty-package"
     nothing.mkdir()
@@ -349,6 +352,7 @@ def test_latin1_file_is_one_clean_line(squad_subset, standin_package, tmp_path):
 def test_two_node_cluster_gives_the_same_answers_with_work_on_both_nodes(squad_subset, standin_package, local_result, tmp_path):
     from ray.cluster_utils import Cluster
 
+    ray.shutdown()  # the module's one-node Ray, if it runs: this job must attach to the cluster below
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         cluster.add_node(num_cpus=1)

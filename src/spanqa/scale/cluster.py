@@ -95,9 +95,12 @@ def _stderr_silenced():
 def data_context(ray, quiet: bool, settings: RaySettings):
     """Ray Data settings for this job, restored afterwards (the context is process-wide)."""
     import logging
+    import warnings
 
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.enable_progress_bars, ctx.max_errored_blocks, ctx.wait_for_min_actors_s)
+    options = ctx.execution_options
+    saved = (ctx.enable_progress_bars, ctx.max_errored_blocks, ctx.wait_for_min_actors_s, ctx.use_datasource_v2)
+    saved_order = options.preserve_order
     log = logging.getLogger("ray.data")
     level = log.level
     ctx.enable_progress_bars = not quiet
@@ -106,13 +109,24 @@ def data_context(ray, quiet: bool, settings: RaySettings):
     # Dispatch once the whole pool has its model loaded: the first actor up would otherwise take
     # a short job alone, and a pool the cluster cannot place fails instead of waiting forever.
     ctx.wait_for_min_actors_s = settings.actor_start_timeout_s
+    # Ray 2.60's second Parquet reader lists files in a task that asks for a whole CPU, which a
+    # pool holding every CPU never frees (the job hangs); the first reader honours num_cpus=0.
+    ctx.use_datasource_v2 = False
+    # Blocks reach the driver in input order, files one after another (set before the datasets
+    # are made: each takes its own copy of the context, and a union made without it interleaves
+    # its inputs): the order of predictions.json, and the order a repeated id is found in.
+    options.preserve_order = True
     # The plan and "execution finished" lines, and a failed task's traceback, which the user
     # sees as one line (``translate``).
     log.setLevel(logging.CRITICAL)
     try:
-        yield
+        with warnings.catch_warnings():
+            # Ray Data's advice when a capped operator has fewer inputs than its cap (one file).
+            warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
+            yield
     finally:
-        ctx.enable_progress_bars, ctx.max_errored_blocks, ctx.wait_for_min_actors_s = saved
+        ctx.enable_progress_bars, ctx.max_errored_blocks, ctx.wait_for_min_actors_s, ctx.use_datasource_v2 = saved
+        options.preserve_order = saved_order
         log.setLevel(level)
 
 

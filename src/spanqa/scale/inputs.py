@@ -254,14 +254,15 @@ def read_dataset(files: InputFiles, block_rows: int, index=None, concurrency: in
     parts = []
     for (protocol, fmt), paths in files.groups.items():
         fs = files.filesystems[protocol]
+        readers = min(concurrency, len(paths)) if concurrency else None  # no more than there are files
         if fmt == SQUAD:
-            ds = ray.data.read_binary_files(paths, filesystem=fs, include_paths=True, num_cpus=0, concurrency=concurrency)
+            ds = ray.data.read_binary_files(paths, filesystem=fs, include_paths=True, num_cpus=0, concurrency=readers)
             ds = ds.map_batches(squad_batch, batch_size=1, batch_format="pyarrow", num_cpus=0, concurrency=concurrency)
         else:
             reader = ray.data.read_parquet if fmt == PARQUET else ray.data.read_json
             # Arrow's JSON reader reads newline-delimited JSON (lines=True would refuse filesystem=).
             kwargs = {} if fmt == PARQUET else {"file_extensions": None}
-            ds = reader(paths, filesystem=fs, include_paths=True, num_cpus=0, concurrency=concurrency, **kwargs)
+            ds = reader(paths, filesystem=fs, include_paths=True, num_cpus=0, concurrency=readers, **kwargs)
             ds = ds.map_batches(normalise_batch, batch_format="pyarrow", num_cpus=0, concurrency=concurrency)
         parts.append(ds)
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]

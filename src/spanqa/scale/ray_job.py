@@ -84,9 +84,6 @@ def run_on_ray(
         dataset = read_dataset(files, settings.batch_questions, index=index, concurrency=readers)
         shipped = [ray.put(_pack(model))] if settings.ship_model else None
         answered = _answer(ray, dataset, model, shipped, workers, engine, settings)
-        # Blocks reach the driver in input order: the order of predictions.json, and the
-        # order in which a repeated id is found (its first occurrence is committed).
-        answered.context.execution_options.preserve_order = True
         run = RayRun(store.run, 0, 0, facts, {"t0": t0, "execute": time.time()})
         kinds: dict[bool, dict] | None = {} if engine.answers.version_2_with_negative is None else None
         with progress.bar(desc="questions", unit="q", lines=True) as bar:
