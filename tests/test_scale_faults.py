@@ -66,15 +66,25 @@ def _checksums(directory: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
 
 
-def test_killed_driver_then_resume(local_ray, squad_subset, standin_package, local_result, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_driver_then_resume(sig, local_ray, squad_subset, standin_package, local_result, tmp_path):  # noqa: F811
+    """SIGKILL: the driver dies mid-transaction for all it knows; SIGTERM (and Ctrl-C): it unwinds,
+    says how to resume and exits 130."""
     out, partial = tmp_path / "result", tmp_path / "result.partial"
     args = (str(squad_subset), "--model", str(standin_package), "-o", str(out), "--batch-questions", "4")
     proc = _driver(local_ray, *args)
     _wait(lambda: _committed(partial) >= 8, proc)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
+    os.kill(proc.pid, sig)
+    _, stderr = proc.communicate(timeout=120)
     first = {qid for (qid,) in _query(partial, "SELECT id FROM answers")}
-    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 130
+        assert stderr.splitlines() == [
+            f"Interrupted. The answers committed so far are kept in {partial}: rerun the same command with --resume."
+        ]
+    assert not out.exists()
     assert 8 <= len(first) < 49 and len(first) % 4 == 0  # whole blocks of 4, never part of one
     r = cli(*args, "--engine", "ray", "--resume")
     same_files(local_result, out, ["predictions.json", "nbest_predictions.json", "result.json"])

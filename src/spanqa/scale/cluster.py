@@ -45,7 +45,7 @@ def cluster(ray, settings: RaySettings):
         # the failure reaches the user as one line instead (``translate``).
         quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
         try:
-            with _stderr_silenced():
+            with _stderr_silenced(), _python_signal_handlers():
                 if settings.address:
                     ray.init(address=settings.address, **quiet)
                 else:
@@ -70,6 +70,26 @@ def cluster(ray, settings: RaySettings):
     finally:
         if started:
             ray.shutdown()
+
+
+@contextmanager
+def _python_signal_handlers():
+    """SIGTERM and SIGINT handled as before ``ray.init``: Ray's C++ core installs its own, which
+    kills the driver with a stack dump, where spanqa unwinds (``Interrupted.``, exit 130, the
+    committed answers kept for ``--resume``)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 @contextmanager
