@@ -265,7 +265,7 @@ class RaySettings:
     threads_per_worker: int = 1  # each actor's num_cpus and its runtime's intra-op threads
     batch_questions: int = 64  # questions per actor call: features, model and answers of a batch
     ship_model: bool = False  # put the package into the object store instead of a shared path
-    nbest: bool = True  # write nbest_predictions.json (as a local run does; ~2 KB a question)
+    nbest: bool = True  # write nbest_predictions.json (as a local run does; 2-4 KB a question)
     max_restarts: int = 3  # per actor: a dead actor is restarted this many times
     max_task_retries: int = 3  # per batch on a dead actor (application errors are not retried)
     actor_start_timeout_s: int = 600  # the whole pool must be up (model loaded) within this

@@ -182,7 +182,7 @@ def print_workers(report) -> None:
     is_flag=True,
     help="Ray: finish the interrupted run into RESULT_DIR (its committed answers are kept in RESULT_DIR.partial).",
 )
-@click.option("--no-nbest", is_flag=True, help="Ray: no nbest_predictions.json (about 2 KB a question).")
+@click.option("--no-nbest", is_flag=True, help="Ray: no nbest_predictions.json (2-4 KB a question at --n-best 20).")
 @report_option
 @overwrite_option
 @quiet_option
