@@ -197,12 +197,21 @@ def test_score_needs_questions_with_gold_answers():
     with pytest.raises(DatasetError) as exc:
         score([], {})
     assert str(exc.value) == "the dataset has no questions; pass a SQuAD v1.1 JSON file"
-    cases = as_examples([("a", "x", ["x"])]) + [Example(qas_id="v2", question_text="?", doc_tokens=["c"], is_impossible=True)]
+    unlabelled = Example(qas_id="v2", question_text="?", doc_tokens=["c"], is_impossible=True)
+    cases = as_examples([("a", "x", ["x"])]) + [unlabelled]
+    # #19: the labelled questions are scored, the others counted
+    assert score(cases, {"a": "x", "v2": "c"}) == {
+        "exact_match": 100.0,
+        "f1": 100.0,
+        "total": 1,
+        "unanswered": 0,
+        "unlabelled": 1,
+    }
     with pytest.raises(DatasetError) as exc:
-        score(cases, {"a": "x"})
+        score([unlabelled], {"v2": "c"})
     assert str(exc.value) == (
-        "question v2 has no gold answers; SQuAD v1.1 scoring needs at least one "
-        "(is this a SQuAD v2 file, or a file without answers?)"
+        "none of the 1 questions has gold answers, so nothing can be scored; "
+        "pass a labelled SQuAD v1.1 file (or a 2.0 file for unanswerable questions)"
     )
     assert has_gold(cases[:1]) and not has_gold(cases) and not has_gold([])
 
