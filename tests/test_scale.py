@@ -227,6 +227,18 @@ def test_committed_index_finds_exactly_the_committed_ids(tmp_path):
     assert not in_index(ids, None).any()
 
 
+def test_one_driver_at_a_time_writes_a_store(tmp_path):
+    from spanqa.errors import OutputError
+    from spanqa.scale.store import Store
+
+    first = Store(tmp_path)
+    with pytest.raises(OutputError) as err:
+        Store(tmp_path)
+    assert str(err.value) == f"{tmp_path}: another spanqa run is writing there; wait for it, or stop it"
+    first.close()
+    Store(tmp_path).close()  # free again once the first is closed (or its driver died)
+
+
 # ---------------------------------------------------------------------------------------------
 # On a local Ray (2 CPUs) the jobs attach to
 

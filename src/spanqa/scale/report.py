@@ -114,6 +114,9 @@ def _open_partial(final: Path, *, overwrite: bool, resume: bool, inputs: tuple) 
                 f"-o {final}: an interrupted Ray run's answers are in {partial}; pass --resume to finish that run, "
                 "or --overwrite to start afresh"
             )
+        from spanqa.scale.store import Store
+
+        Store(partial).close()  # refused while another run writes there
         shutil.rmtree(partial)  # spanqa's own, and --overwrite says start afresh
     elif resume:
         raise UsageError(f"--resume: there is no interrupted Ray run at {partial}; run without --resume")

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spanqa.errors import ClusterError, DatasetError, UsageError
+from spanqa.errors import ClusterError, DatasetError, OutputError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -52,7 +52,17 @@ class Store:
     """The database of one partial directory, opened by the driver."""
 
     def __init__(self, directory: str | Path):
+        import fcntl
+
         self.path = Path(directory) / DB_FILE
+        # One driver at a time: two runs committing into one store would mix their rows. The
+        # kernel drops the lock when the driver dies, however it dies.
+        self._lock = open(Path(directory) / ".lock", "w")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise OutputError(f"{directory}: another spanqa run is writing there; wait for it, or stop it") from None
         self.db = sqlite3.connect(self.path, isolation_level=None)  # transactions are explicit
         # WAL + NORMAL: a commit is atomic and survives a killed process without an fsync each.
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -66,6 +76,7 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+        self._lock.close()
 
     # -----------------------------------------------------------------------------------------
     # The job: what the answers were made with, and the runs that made them
