@@ -18,7 +18,7 @@ from spanqa.answers.scoring import score
 from spanqa.errors import OutputError
 from spanqa.fileutil import MARKER, sha256_file
 from spanqa.jobs.run import run
-from spanqa.settings import RunSettings
+from spanqa.settings import EngineSettings, RunSettings
 from squad_files import subset, without_answers
 
 MODEL_README_F1 = 65.66  # ../shared/models/standin-minilm-squad/README.md, run_squad-style pipeline
@@ -31,7 +31,7 @@ def small_heldout(heldout_json, tmp_path_factory):
 
 def test_run_writes_result_and_summary(standin_package, small_heldout, tmp_path):
     out = tmp_path / "res"
-    report = run(small_heldout, standin_package, out, RunSettings(warmup=0))
+    report = run(small_heldout, standin_package, out, RunSettings(engine=EngineSettings(warmup=0)))
     assert report.result_dir == out
     assert sorted(p.name for p in out.iterdir()) == [
         MARKER,
@@ -55,7 +55,7 @@ def test_run_writes_result_and_summary(standin_package, small_heldout, tmp_path)
 
 def test_run_without_gold_answers_writes_no_result(standin_package, small_heldout, tmp_path):
     dataset = without_answers(small_heldout, tmp_path / "questions.json")
-    report = run(dataset, standin_package, tmp_path / "res", RunSettings(warmup=0))
+    report = run(dataset, standin_package, tmp_path / "res", RunSettings(engine=EngineSettings(warmup=0)))
     assert report.result is None and not hasattr(report.evaluation, "scores")
     assert sorted(p.name for p in (tmp_path / "res").iterdir()) == [
         MARKER,
@@ -80,10 +80,10 @@ def test_run_replaces_a_result_only_with_overwrite(standin_package, small_heldou
     )
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     out = tmp_path / "res2"
-    run(small_heldout, standin_package, out, RunSettings(warmup=0))
+    run(small_heldout, standin_package, out, RunSettings(engine=EngineSettings(warmup=0)))
     with pytest.raises(OutputError, match="a result is already there; pass --overwrite to replace it"):
         run(small_heldout, standin_package, out)
-    report = run(small_heldout, standin_package, out, RunSettings(warmup=0, batch_size=2), overwrite=True)
+    report = run(small_heldout, standin_package, out, RunSettings(engine=EngineSettings(warmup=0, batch_size=2)), overwrite=True)
     assert (
         json.loads((out / "summary.json").read_text())["settings"]["batch_size"] == 2 == report.summary["settings"]["batch_size"]
     )
