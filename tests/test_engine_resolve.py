@@ -81,6 +81,6 @@ def test_onnx_with_a_target_is_compiled_into_cache(tiny_package, tmp_path, monke
     assert resolve_model(exported, "cpu-int8-ort", unguarded=True) == (package, False)
     assert resolve_model(package.root) == (package, False)  # a package is used as it is
     with pytest.raises(
-        UsageError, match=r"a cpu-fp32 model package; for --target cpu-bf16 pass the checkpoint or its exported .onnx"
+        UsageError, match=r"--target cpu-bf16: .* is a cpu-fp32 model package, which runs as it is; drop --target"
     ):
         resolve_model(tiny_package, "cpu-bf16")
