@@ -39,8 +39,10 @@ def cluster(ray, settings: RaySettings):
     t0 = time.perf_counter()
     if not ray.is_initialized():
         # The driver's own C++ log: Ray prints an ERROR line for every actor pool whose
-        # constructor arguments sit in the object store, which a Ray Data pool's always do.
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        # constructor arguments sit in the object store, which a Ray Data pool's always do. Read
+        # when Ray starts, then restored: this process's environment is not spanqa's to keep.
+        level = os.environ.get("RAY_BACKEND_LOG_LEVEL")
+        os.environ["RAY_BACKEND_LOG_LEVEL"] = level or "fatal"
         # Worker output forwarded to the driver would repeat every failing task's traceback;
         # the failure reaches the user as one line instead (``translate``).
         quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
@@ -57,6 +59,9 @@ def cluster(ray, settings: RaySettings):
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = settings.address or "a local Ray"
             raise ClusterError(f"cannot start or reach {where}: {_first_line(exc)}") from None
+        finally:
+            if level is None:
+                os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
         started = True
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -141,8 +146,9 @@ def data_context(ray, quiet: bool, settings: RaySettings):
     log.setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
-            # Ray Data's advice when a capped operator has fewer inputs than its cap (one file).
-            warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
+            # Ray Data's advice when an operator has fewer inputs than its task cap (one file) or
+            # its actor pool (an input shorter than the pool's blocks): nothing for a user to do.
+            warnings.filterwarnings("ignore", message="The (maximum|minimum) number of concurrent", category=UserWarning)
             yield
     finally:
         ctx.enable_progress_bars, ctx.max_errored_blocks, ctx.wait_for_min_actors_s, ctx.use_datasource_v2 = saved
