@@ -99,6 +99,8 @@ def samples(tmp_path_factory, tiny_checkpoint, tiny_package):
 
 # Required parameters that are not paths, by name (download needs a local source: no network).
 NAMED = {"asset": "squad-v1.1-dev", "url": str(SHARED_DEV)}
+# Optional parameters that only make a run shorter (a timed LoadGen run lasts 30 s by default).
+QUICK = {"duration_s": "1", "min_queries": "16"}
 
 
 def _fingerprint(path: Path) -> dict:
@@ -125,6 +127,8 @@ def _argv(command: click.Command, samples: dict, output: click.Parameter, value,
             v = samples[p.type.role]
         elif p.name in NAMED and (p.required or isinstance(p, click.Argument) or p.name == "url"):
             v = NAMED[p.name]
+        elif p.name in QUICK:
+            v = QUICK[p.name]
         elif p.required:
             pytest.fail(f"{command.name}: no sample value for the required parameter {p.name}; add one to NAMED")
         else:

@@ -12,6 +12,7 @@ ready, and stopped at the end of its document.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SKIP = re.compile(r"<!--\s*docs-test:\s*skip\s*\((?P<reason>[^)]*)\)\s*-->")
+ENV_THEN_SPANQA = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*spanqa\s")  # `VAR=value spanqa ...` too
 SLICE_QUESTIONS = 260  # enough for the accuracy guard (200 questions) and a quick run
 
 
@@ -81,10 +83,15 @@ def doc_commands(path: Path) -> list[DocCommand]:
             i += 1
             text = text[:-1].rstrip() + " " + lines[i].strip()
         i += 1
-        if re.match(r"^spanqa\s", text) or re.search(r"&&\s*spanqa(\s|$)", text):
+        if ENV_THEN_SPANQA.match(text) or re.search(r"&&\s*spanqa(\s|$)", text):
             command = _strip_comment(text)
             out.append(DocCommand(path.relative_to(ROOT).as_posix(), start + 1, command, skip))
     return out
+
+
+def starts_server(command: str) -> bool:
+    """`spanqa serve ...`, after any `VAR=value` assignments."""
+    return re.match(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*spanqa serve\b", command) is not None
 
 
 def _strip_comment(text: str) -> str:
@@ -149,14 +156,33 @@ class _Docs:
         return env
 
     def stop_servers(self) -> None:
+        """SIGTERM to each server's process group, then wait until the whole group has gone (the
+        server drains after its shell has died), so the next server finds its port free."""
         for proc in self.servers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)  # the shell, or the server itself where the shell exec'd it
+            deadline = time.monotonic() + 60
+            while _group_alive(proc.pid) and time.monotonic() < deadline + 10:
+                if time.monotonic() > deadline:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                time.sleep(0.2)
         self.servers.clear()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is left in the group: an orphan's zombie may wait for
+    an init that does not reap it."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +200,10 @@ def _port(command: str) -> int:
 def _serve(state: _Docs, command: DocCommand, cwd: Path) -> None:
     state.stop_servers()  # one server at a time on its port
     log = open(cwd / f"serve-{command.line}.log", "w")
-    proc = subprocess.Popen(command.text, shell=True, cwd=cwd, env=state.env(), stdout=log, stderr=subprocess.STDOUT)
+    # Its own process group: `sh -c` may not exec the server, and a SIGTERM to the shell alone
+    # would leave the server (and its Ray cluster) running, still answering on the port.
+    proc = subprocess.Popen(command.text, shell=True, cwd=cwd, env=state.env(), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
     state.servers.append(proc)
     url = f"http://127.0.0.1:{_port(command.text)}/readyz"
     deadline = time.monotonic() + 300
@@ -198,7 +227,7 @@ def test_doc_command(command: DocCommand, docs_run: _Docs):
     if command.doc != getattr(docs_run, "doc", None):
         docs_run.stop_servers()
         docs_run.doc = command.doc
-    if re.match(r"^spanqa serve\b", command.text):
+    if starts_server(command.text):
         _serve(docs_run, command, cwd)
         return
     result = subprocess.run(command.text, shell=True, cwd=cwd, env=docs_run.env(), capture_output=True, text=True, timeout=900)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from spanqa.offline.infer import infer_folders, infer_synthetic
 from spanqa.offline.outputs import read_outputs
 from spanqa.offline.report import perf_from_log, report_lines
 from spanqa.settings import InferSettings
-from spanqa.sysinfo import cpu_info, default_threads, sigterm_as_interrupt
+from spanqa.sysinfo import cpu_info, default_threads
 
 SEQ = 96  # the tiny features' length, and that of conftest's fixed_package ([4, 96])
 
@@ -99,11 +98,13 @@ def test_standin_logits_equal_pytorch(bs, heldout_infer_runs, heldout_torch_logi
 
 def test_standin_batch_sizes_agree_everywhere(heldout_infer_runs, heldout_features):
     """bs1 and bs8 outputs agree at every position, padding included (on the bs1 rows)."""
-    rows = heldout_infer_runs[1][2]
-    one = collect(heldout_infer_runs[1][0], len(rows), 1, 512)
-    eight = collect(heldout_infer_runs[8][0], len(heldout_features), 8, 512)
+    rows1, rows8 = heldout_infer_runs[1][2], heldout_infer_runs[8][2]
+    at = np.searchsorted(rows8, rows1)
+    assert np.array_equal(rows8[at], rows1)  # every bs1 row is a bs8 row
+    one = collect(heldout_infer_runs[1][0], len(rows1), 1, 512)
+    eight = collect(heldout_infer_runs[8][0], len(rows8), 8, 512)
     for a, b in zip(one, eight):
-        assert np.abs(a - b[rows]).max() < 1e-4
+        assert np.abs(a - b[at]).max() < 1e-4
 
 
 def test_standin_summary_and_report(heldout_infer_runs, standin_package):
@@ -392,17 +393,28 @@ def test_fresh_run_replaces_old_outputs(tiny_package, tiny_features, tmp_path):
     assert len(list(out.glob("*_output_*.bin"))) == 2 * n
 
 
-def test_sigterm_becomes_keyboard_interrupt():
-    import threading
-    import time
+SIGTERM_CHILD = """
+import signal, threading, time
+from spanqa.sysinfo import sigterm_as_interrupt
+before = signal.getsignal(signal.SIGTERM)
+try:
+    with sigterm_as_interrupt():
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+    print("not interrupted")
+except KeyboardInterrupt as exc:
+    print("KeyboardInterrupt:", exc, "| handler restored:", signal.getsignal(signal.SIGTERM) is before)
+"""
 
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt):
-        with sigterm_as_interrupt():
-            # To the main thread: in the long-lived test process a process-directed signal may
-            # land on a native worker thread of an earlier test's runtime (the whole suite
-            # crashed that way once OpenVINO's stream threads existed). `kill` from outside
-            # on a real `spanqa run` is tested in test_reliability_faults.
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
-            time.sleep(5)  # the handler interrupts this
-    assert signal.getsignal(signal.SIGTERM) is before
+
+def test_sigterm_becomes_keyboard_interrupt():
+    # In a child process: a signal sent into the long-lived test process, even to its main
+    # thread, crashed the suite (exit 139, no traceback) once earlier tests had left native
+    # runtime threads behind. `kill` from outside on a real `spanqa run` is in test_reliability_faults.
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    child = subprocess.run([sys.executable, "-c", SIGTERM_CHILD], capture_output=True, text=True, env=env, timeout=60)
+    assert (child.returncode, child.stdout.strip()) == (0, "KeyboardInterrupt: signal 15 | handler restored: True"), child

@@ -127,8 +127,9 @@ def _compile_settings(
 
     if guard and no_guard:
         raise click.UsageError("give either --guard or --no-guard, not both")
-    from spanqa.targets.compile import check_buildable
+    from spanqa.targets.compile import check_buildable, require_guard
 
+    require_guard(CompileSettings(target=target, unguarded=no_guard), guard)  # a usage error on every machine
     check_buildable(target)  # an unknown target or a missing GPU provider, before the guard's questions
     settings = CompileSettings(
         target=target,

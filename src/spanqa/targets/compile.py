@@ -24,7 +24,7 @@ from spanqa.targets.builders import BuildContext
 
 def check_buildable(name: str) -> registry.TargetEntry:
     """The target ``name``, when this machine can build it: an unknown name or a GPU target on a
-    machine without its provider is refused before any other check or work."""
+    machine without its provider is refused before any work (and before the guard set is read)."""
     target = registry.get_target(name)
     if target.provider:
         _require_provider(target)
@@ -139,8 +139,8 @@ def compile_model(
     for name, value in (("--batch-size", settings.batch_size), ("--seq-len", settings.seq_len)):
         if value is not None and value < 1:
             raise UsageError(f"{name} {value}: must be a positive integer")
+    require_guard(settings, guard)  # a usage error first: it holds on every machine
     target = check_buildable(settings.target)
-    require_guard(settings, guard)
     check_output(out_dir, "model package", overwrite=overwrite, inputs=(source,))
     try:
         model_info, meta = model_info_from_onnx(source)
