@@ -28,13 +28,14 @@ XDIST_GROUPS = {
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     group_of = {module: group for group, modules in XDIST_GROUPS.items() for module in modules}
-    groups = {}
+    groups, serving = {}, None
     for item in items:
         group = group_of.get(item.path.stem, item.path.stem)
         command = getattr(getattr(item, "callspec", None), "params", {}).get("command")
         if item.path.stem == "test_docs" and command is not None:
             # A document's commands run in order in one directory: a group per document.
-            serving = {c.doc for c in item.module.ALL if item.module.starts_server(c.text)}
+            if serving is None:
+                serving = {c.doc for c in item.module.ALL if item.module.starts_server(c.text)}
             group = "docs-serving" if command.doc in serving else f"docs-{command.doc}"
         groups[item] = group
         item.add_marker(pytest.mark.xdist_group(group))
@@ -135,7 +136,7 @@ def standin_package(standin_dir) -> Path:
 # ---------------------------------------------------------------------------------------------
 # The stand-in model on the held-out questions, shared by the offline infer, engine and run tests.
 # Every question by default; SPANQA_HELDOUT_STRIDE=k takes every k-th question instead (a quick
-# local run). Costs ~10 minutes on 2 cores in all: two ONNX Runtime passes at 512 tokens (batch
+# local run). 598 s on 2 cores in a cold `-n 2` run (2026-12-07): two ONNX Runtime passes at 512 tokens (batch
 # sizes 1 and 8, 'spanqa infer', on every 10th and 5th feature), one PyTorch pass and one
 # length-aware pass ('spanqa run') over every feature. The
 # PyTorch pass and the two 'spanqa infer' passes are reference outputs kept on disk, keyed by
@@ -246,8 +247,8 @@ def feature_rows(features, rows):
 
 
 # The recipe's padded 512-token runs ('spanqa infer') take every 5th held-out feature at batch
-# size 8 and every 10th at batch size 1: padding every feature to 512 costs ~12 minutes of 2-core
-# CI on its own, and the length-aware run ('spanqa run') is compared with PyTorch at every real
+# size 8 and every 10th at batch size 1: padding every feature to 512 is ~2.8x the compute of the
+# length-aware pass (an estimate from the 512 vs ~180 mean real tokens, not a timing), and the length-aware run ('spanqa run') is compared with PyTorch at every real
 # token of every feature anyway (tests/test_engine.py). Every bs1 row is also a bs8 row.
 BS8_EVERY, BS1_EVERY = 5, 10
 

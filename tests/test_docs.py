@@ -29,7 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SKIP = re.compile(r"<!--\s*docs-test:\s*skip\s*\((?P<reason>[^)]*)\)\s*-->")
-ENV_THEN_SPANQA = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*spanqa\s")  # `VAR=value spanqa ...` too
+ENV = r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*"  # `VAR=value ` assignments before the command
 SLICE_QUESTIONS = 260  # enough for the accuracy guard (200 questions) and a quick run
 
 
@@ -83,7 +83,7 @@ def doc_commands(path: Path) -> list[DocCommand]:
             i += 1
             text = text[:-1].rstrip() + " " + lines[i].strip()
         i += 1
-        if ENV_THEN_SPANQA.match(text) or re.search(r"&&\s*spanqa(\s|$)", text):
+        if re.match(ENV + r"spanqa\s", text) or re.search(r"&&\s*spanqa(\s|$)", text):
             command = _strip_comment(text)
             out.append(DocCommand(path.relative_to(ROOT).as_posix(), start + 1, command, skip))
     return out
@@ -91,7 +91,7 @@ def doc_commands(path: Path) -> list[DocCommand]:
 
 def starts_server(command: str) -> bool:
     """`spanqa serve ...`, after any `VAR=value` assignments."""
-    return re.match(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*spanqa serve\b", command) is not None
+    return re.match(ENV + r"spanqa serve\b", command) is not None
 
 
 def _strip_comment(text: str) -> str:
