@@ -1,7 +1,7 @@
 """A local run against ``spanqa run --engine ray`` at equal cores, fixed costs apart (issue #23).
 
     python benchmarks/ray_bench.py [--model ../shared/models/standin-minilm-squad]
-        [--datasets heldout,dev] [--rounds 2] [--batch-questions 64] [--json out.json]
+        [--datasets heldout,dev] [--cpus 1,2] [--rounds 2] [--batch-questions 64] [--json out.json]
 
 Rows, for each dataset (the whole file):
   local, T threads      ``spanqa run`` in this process (spanqa.jobs.run.run) with T threads
@@ -111,6 +111,7 @@ def main() -> int:
     ap.add_argument("--datasets", default="heldout,dev", help="comma-separated: heldout, dev, or paths to SQuAD files")
     ap.add_argument("--batch-questions", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each row reports its median")
+    ap.add_argument("--cpus", default=None, help="comma-separated CPU counts to compare at (default: 1 and all cores)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -126,9 +127,9 @@ def main() -> int:
     package, _ = resolve_model(args.model, "cpu-fp32")  # converted once, cached
     features = FeatureSettings.for_model(package.seq_len, package.max_positions)
     engine = replace(RunSettings().engine, features=features)
-    shapes = [("local", 1, 1), ("ray", 1, 1)]
-    if cores > 1:
-        shapes += [("local", 1, cores), ("ray", cores, 1), ("ray", 1, cores)]
+    shapes = []
+    for c in sorted({int(x) for x in args.cpus.split(",")} if args.cpus else {1, cores}):
+        shapes += [("local", 1, c), ("ray", c, 1)] + ([("ray", 1, c)] if c > 1 else [])
     report = {"load_average_before": load, "cores": cores, "cpu_flags": cpu_flags(), "datasets": {}}
     for name in args.datasets.split(","):
         dataset = DATASETS.get(name, Path(name))
@@ -142,7 +143,7 @@ def main() -> int:
                     else:
                         row = ray_row(dataset, package, engine, workers, threads, args.batch_questions, out)
                     rows.setdefault(row["run"], []).append(row)
-        reference = rows["local, 1 thread(s)"][0]["predictions"]
+        reference = next(iter(rows.values()))[0]["predictions"]  # a local run's
         for runs in rows.values():
             assert all(x["predictions"] == reference for x in runs), f"{runs[0]['run']}: predictions differ from the local run's"
         table = [_median(runs) for runs in rows.values()]

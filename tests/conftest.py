@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,34 +13,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference"))  # re
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
+# pytest-xdist workers share the machine's cores: each worker (and every process it starts) gets
+# its share of threads, and idle pool threads sleep rather than spin. Measured on 2 cores: a Ray
+# test took 7 s alone, 105 s beside a 2-thread spinning ONNX Runtime run, 58 s beside the same
+# run not spinning and 11 s beside a 1-thread run. Set before anything loads OpenMP (torch).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    from spanqa.sysinfo import usable_cores
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // _WORKERS)))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # pytest-xdist (`-n 2 --dist loadgroup`, the README's test command): a module's tests stay on
-# one worker, so its module fixtures are built once. Three groups hold most of the suite's time and
-# run first: the modules that share the held-out runs; the documents that start `spanqa serve`
-# (all on port 8000, so one at a time); and the tests that start Ray clusters. Every other
-# document of the docs test is a group of its own.
+# one worker, so its module fixtures are built once. The long groups go first, in this order
+# (xdist's own reordering by test count is turned off): the length-aware held-out run and the
+# padded held-out runs, each on a worker of its own (they share the stand-in package through the
+# reference cache's lock), then the Ray tests, then the documents that start `spanqa serve`
+# (they take turns on port 8000: tests/test_docs.py). Every document is a group of its own.
 XDIST_GROUPS = {
-    "heldout": ("test_engine", "test_jobs_run", "test_offline_infer"),
-    "docs-serving": (),
+    "heldout": ("test_engine", "test_jobs_run"),
+    "heldout-padded": ("test_offline_infer",),
     "ray": ("test_scale", "test_scale_faults", "test_scale_memory", "test_serve_api", "test_serve_faults",
             "test_serve_ingress", "test_loadgen_url"),
 }  # fmt: skip
 
 
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # the order below, not xdist's by test count
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     group_of = {module: group for group, modules in XDIST_GROUPS.items() for module in modules}
-    groups, serving = {}, None
+    groups, serving = {}, set()
     for item in items:
         group = group_of.get(item.path.stem, item.path.stem)
         command = getattr(getattr(item, "callspec", None), "params", {}).get("command")
         if item.path.stem == "test_docs" and command is not None:
-            # A document's commands run in order in one directory: a group per document.
-            if serving is None:
-                serving = {c.doc for c in item.module.ALL if item.module.starts_server(c.text)}
-            group = "docs-serving" if command.doc in serving else f"docs-{command.doc}"
+            group = f"docs-{command.doc}"  # a document's commands run in order in one directory
+            if item.module.starts_server(command.text):
+                serving.add(group)
         groups[item] = group
         item.add_marker(pytest.mark.xdist_group(group))
-    first = list(XDIST_GROUPS)
+    first = [*XDIST_GROUPS, *sorted(serving)]
     items.sort(key=lambda item: first.index(groups[item]) if groups[item] in first else len(first))  # stable
 
 
@@ -136,11 +153,13 @@ def standin_package(standin_dir) -> Path:
 # ---------------------------------------------------------------------------------------------
 # The stand-in model on the held-out questions, shared by the offline infer, engine and run tests.
 # Every question by default; SPANQA_HELDOUT_STRIDE=k takes every k-th question instead (a quick
-# local run). 598 s on 2 cores in a cold `-n 2` run (2026-12-07): two ONNX Runtime passes at 512 tokens (batch
-# sizes 1 and 8, 'spanqa infer', on every 10th and 5th feature), one PyTorch pass and one
-# length-aware pass ('spanqa run') over every feature. The
-# PyTorch pass and the two 'spanqa infer' passes are reference outputs kept on disk, keyed by
-# content (tests/reference_cache.py): an unchanged model, data and code path takes them from there.
+# local run). Measured on 2 idle cores at 2 threads (2026-12-08, AVX-512): PyTorch over every
+# feature 208 s (tests/torch_reference.py), the length-aware pass ('spanqa run') 143 s,
+# 'spanqa infer' at 512 tokens 88 s (bs8, every 5th feature) and 43 s (bs1, every 10th). Under
+# `-n 2` (one thread a worker) the length-aware pass and the padded passes run on the two workers
+# side by side, and so do PyTorch's two halves. PyTorch's logits and the padded passes are kept
+# on disk keyed by content (tests/reference_cache.py): an unchanged model, data and code path
+# takes them from there.
 
 
 @pytest.fixture(scope="session")
@@ -169,63 +188,11 @@ def heldout_features(heldout_examples, standin_dir):
 
 @pytest.fixture(scope="session")
 def heldout_torch_logits(heldout_features, standin_dir):
-    """PyTorch (transformers eager, fp32) logits of every feature; NaN at padding positions.
+    """PyTorch (transformers eager, fp32) logits of every feature; NaN at padding positions
+    (tests/torch_reference.py: two halves, built side by side by the two xdist workers)."""
+    from torch_reference import heldout_logits
 
-    Features run in batches of similar length cut to their longest real length: the logits of
-    real tokens do not depend on how much padding follows (it is masked out), and this is ~3x
-    cheaper than running 512 positions. Kept in the reference cache (tests/reference_cache.py),
-    keyed by the checkpoint's files, the features, the library versions and the loading code.
-    """
-    import numpy as np
-    import torch
-    import transformers
-
-    from reference_cache import SRC, cached_dir, content_key
-
-    f = heldout_features
-    key = content_key(
-        *(sorted(p for p in standin_dir.iterdir() if p.is_file())),
-        f.input_ids,
-        f.segment_ids,
-        f.input_mask,
-        torch.__version__,
-        transformers.__version__,
-        SRC / "models",
-        Path(__file__).read_bytes(),
-    )
-
-    def build(out: Path) -> None:
-        np.savez(out / "logits.npz", *_torch_logits(f, standin_dir))
-
-    with np.load(cached_dir("heldout-torch-logits", key, build) / "logits.npz") as data:
-        return data["arr_0"], data["arr_1"]
-
-
-def _torch_logits(f, standin_dir):
-    import numpy as np
-    import torch
-
-    from spanqa.models.checkpoint import load_checkpoint
-
-    model = load_checkpoint(standin_dir).model
-    lengths = f.lengths
-    order = np.argsort(lengths, kind="stable")
-    start = np.full(f.input_ids.shape, np.nan, np.float32)
-    end = np.full(f.input_ids.shape, np.nan, np.float32)
-    with torch.inference_mode():
-        for lo in range(0, len(f), 16):
-            rows = order[lo : lo + 16]
-            cut = int(lengths[rows].max())
-            out = model(
-                input_ids=torch.from_numpy(f.input_ids[rows, :cut]),
-                token_type_ids=torch.from_numpy(f.segment_ids[rows, :cut]),
-                attention_mask=torch.from_numpy(f.input_mask[rows, :cut]),
-            )
-            for i, row in enumerate(rows):
-                n = int(lengths[row])
-                start[row, :n] = out.start_logits[i, :n].numpy()
-                end[row, :n] = out.end_logits[i, :n].numpy()
-    return start, end
+    return heldout_logits(heldout_features, standin_dir)
 
 
 def feature_rows(features, rows):
@@ -247,9 +214,10 @@ def feature_rows(features, rows):
 
 
 # The recipe's padded 512-token runs ('spanqa infer') take every 5th held-out feature at batch
-# size 8 and every 10th at batch size 1: padding every feature to 512 is ~2.8x the compute of the
-# length-aware pass (an estimate from the 512 vs ~180 mean real tokens, not a timing), and the length-aware run ('spanqa run') is compared with PyTorch at every real
-# token of every feature anyway (tests/test_engine.py). Every bs1 row is also a bs8 row.
+# size 8 and every 10th at batch size 1 (131 s at 2 threads; every feature, at the same rates,
+# would be ~870 s), and
+# the length-aware run ('spanqa run') is compared with PyTorch at every real token of every
+# feature anyway (tests/test_engine.py). Every bs1 row is also a bs8 row.
 BS8_EVERY, BS1_EVERY = 5, 10
 
 

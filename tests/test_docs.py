@@ -140,10 +140,12 @@ def docs_shared(tmp_path_factory, shared_dir) -> Path:
 class _Docs:
     """One working directory per document, the servers it started, and one package cache."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, locks: Path):
         self.base = base
         self.home = base / "spanqa-home"
         self.servers: list[subprocess.Popen] = []
+        self.locks = locks  # shared by the xdist workers: a document's servers hold their port
+        self.held: list = []
 
     def workdir(self, doc: str) -> Path:
         path = self.base / doc.replace("/", "_")  # beside shared/, so ../shared is as the docs say
@@ -170,6 +172,18 @@ class _Docs:
                         os.killpg(proc.pid, signal.SIGKILL)
                 time.sleep(0.2)
         self.servers.clear()
+        for lock in self.held:
+            lock.release()
+        self.held.clear()
+
+    def hold_port(self, port: int) -> None:
+        """The port for this document's servers until stop_servers: another worker's document
+        that serves on it waits."""
+        from filelock import FileLock
+
+        lock = FileLock(str(self.locks / f"docs-port-{port}.lock"))
+        lock.acquire(timeout=1800)
+        self.held.append(lock)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -186,8 +200,8 @@ def _group_alive(pgid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def docs_run(docs_shared):
-    state = _Docs(docs_shared.parent)
+def docs_run(docs_shared, tmp_path_factory):
+    state = _Docs(docs_shared.parent, tmp_path_factory.getbasetemp().parent)
     yield state
     state.stop_servers()
 
@@ -199,6 +213,7 @@ def _port(command: str) -> int:
 
 def _serve(state: _Docs, command: DocCommand, cwd: Path) -> None:
     state.stop_servers()  # one server at a time on its port
+    state.hold_port(_port(command.text))
     log = open(cwd / f"serve-{command.line}.log", "w")
     # Its own process group: `sh -c` may not exec the server, and a SIGTERM to the shell alone
     # would leave the server (and its Ray cluster) running, still answering on the port.

@@ -33,6 +33,7 @@ def test_physical_cores_counts_hyperthreads_once():
 
 
 def test_default_threads_capped_by_quota(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(sysinfo, "physical_cores", lambda: 8)
     monkeypatch.setattr(sysinfo, "cgroup_cpu_limit", lambda: 2.5)
     assert sysinfo.default_threads() == 2
@@ -40,6 +41,20 @@ def test_default_threads_capped_by_quota(monkeypatch):
     assert sysinfo.default_threads() == 1
     monkeypatch.setattr(sysinfo, "cgroup_cpu_limit", lambda: None)
     assert sysinfo.default_threads() == 8
+
+
+def test_default_threads_capped_by_omp_num_threads(monkeypatch):
+    monkeypatch.setattr(sysinfo, "physical_cores", lambda: 8)
+    monkeypatch.setattr(sysinfo, "cgroup_cpu_limit", lambda: 6.0)
+    for value, threads in (("3", 3), ("16", 6), ("0", 1), ("4,2", 6), ("", 6)):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert (sysinfo.default_threads(), sysinfo.usable_cores()) == (threads, 6), value
+
+
+def test_passive_wait_follows_omp_wait_policy(monkeypatch):
+    for value, passive in (("PASSIVE", True), ("passive ", True), ("ACTIVE", False), ("", False)):
+        monkeypatch.setenv("OMP_WAIT_POLICY", value)
+        assert sysinfo.passive_wait() is passive, value
 
 
 def test_cpu_flags_reads_the_ones_that_pick_targets():

@@ -62,15 +62,33 @@ def physical_cores(cpus: list[int] | None = None, cpuinfo: str | None = None) ->
     return len(cores) or len(cpus)
 
 
-def default_threads() -> int:
-    """Inference threads by default: the physical cores this process may use, capped by a
-    container's CPU quota (ONNX Runtime and OpenVINO would otherwise size their pools from the
-    whole machine's cores)."""
+def usable_cores() -> int:
+    """The physical cores this process may use, capped by a container's CPU quota: the CPUs a
+    local Ray started by spanqa offers."""
     cores = physical_cores()
     limit = cgroup_cpu_limit()
     if limit is not None:
         cores = min(cores, max(1, math.floor(limit)))
     return max(1, cores)
+
+
+def default_threads() -> int:
+    """Inference threads by default: the usable cores (ONNX Runtime and OpenVINO would otherwise
+    size their pools from the whole machine's cores), or fewer where OMP_NUM_THREADS says so:
+    the convention a batch system, Ray (for its workers) or a user sharing the machine sets."""
+    cores = usable_cores()
+    try:
+        cap = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:  # unset, or a list such as "4,2" (nested levels): the cores decide
+        return cores
+    return max(1, min(cores, cap))
+
+
+def passive_wait() -> bool:
+    """OMP_WAIT_POLICY=PASSIVE: this process shares its cores with others, so idle pool threads
+    should sleep rather than spin. OpenMP (PyTorch) reads it; ONNX Runtime's own pool is told
+    the same. A spinning pool in one process slowed another's work on the same 2 cores 4-15x."""
+    return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
 
 
 def cpu_flags(cpuinfo: str | None = None) -> list[str]:

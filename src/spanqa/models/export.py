@@ -18,6 +18,7 @@ from spanqa import __version__
 from spanqa.errors import ExportError, missing_backend
 from spanqa.fileutil import atomic_path, sha256_file
 from spanqa.models.package import INPUT_NAMES, OUTPUT_NAMES
+from spanqa.sysinfo import passive_wait
 
 DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE = 1e-4
@@ -125,6 +126,8 @@ def ort_session(path: str | Path, threads: int | None = None):
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = threads
+    if passive_wait():
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from spanqa.errors import InferenceError, missing_backend
 from spanqa.models.package import INPUT_NAMES, ModelPackage
+from spanqa.sysinfo import passive_wait
 
 
 def onnxruntime(extra: str = "cpu"):
@@ -26,6 +27,8 @@ class OrtRuntime:
             so.intra_op_num_threads = options.threads
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        if passive_wait():
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.requested = providers or ["CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(package.model_path), so, providers=self.requested)

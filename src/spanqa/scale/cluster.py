@@ -51,11 +51,11 @@ def cluster(ray, settings: RaySettings):
                 if settings.address:
                     ray.init(address=settings.address, **quiet)
                 else:
-                    from spanqa.sysinfo import default_threads
+                    from spanqa.sysinfo import usable_cores
 
                     # No dashboard. Ray 2.60 has no loopback-only mode (it maps 127.0.0.1 to the
                     # node's address); its token authentication, on by default, guards the ports.
-                    ray.init(num_cpus=settings.local_cpus or default_threads(), include_dashboard=False, **quiet)
+                    ray.init(num_cpus=settings.local_cpus or usable_cores(), include_dashboard=False, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = settings.address or "a local Ray"
             raise ClusterError(f"cannot start or reach {where}: {_first_line(exc)}") from None

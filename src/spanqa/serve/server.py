@@ -24,6 +24,7 @@ from spanqa.serve.deployment import APP_NAME, DEPLOYMENT
 from spanqa.settings import ServeSettings
 
 log = logging.getLogger("spanqa.serve")
+GCS_RECONNECT = "RAY_gcs_rpc_server_reconnect_timeout_s"
 
 
 def replica_threads(settings: ServeSettings) -> int:
@@ -35,8 +36,9 @@ def replica_threads(settings: ServeSettings) -> int:
 
 
 def bind(host: str, port: int):
-    """The listening socket, bound now: a one-line error rather than a traceback once Ray has
-    started, and the port is ours from here on."""
+    """The listening socket, bound and listening now: a one-line error rather than a traceback
+    once Ray has started, and the port is ours from here on (connections wait in the backlog
+    until uvicorn accepts them)."""
     import socket
 
     try:
@@ -48,6 +50,10 @@ def bind(host: str, port: int):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        # Listening now, not when uvicorn starts: a socket that is only bound (SO_REUSEADDR) can
+        # be handed to another process's bind to port 0 (Ray picks its ports while it starts),
+        # whose listen() then takes the port from under us.
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port or --host") from None
@@ -155,15 +161,25 @@ def _start_ray(settings: ServeSettings, threads: int) -> None:
     import ray
 
     if settings.address is None:
-        # "local" and not None: None would join any cluster `ray start` left on this machine.
-        ray.init(
-            address="local",
-            num_cpus=max(os.cpu_count() or 1, threads * settings.replicas),
-            include_dashboard=False,
-            namespace=APP_NAME,
-            object_store_memory=200 * 1024**2,  # answers are small: reserve little
-            log_to_driver=False,
-        )
+        # Ray's processes share this process group, so Ctrl-C in a terminal (or a SIGTERM to the
+        # group) stops the GCS while the server drains; Ray's client here then waited 60 s (its
+        # default) for that GCS before giving up. The cluster is ours: 10 s. Read when Ray
+        # starts (this process and the ones it spawns), then restored.
+        previous = os.environ.get(GCS_RECONNECT)
+        os.environ[GCS_RECONNECT] = previous or "10"
+        try:
+            # "local" and not None: None would join any cluster `ray start` left on this machine.
+            ray.init(
+                address="local",
+                num_cpus=max(os.cpu_count() or 1, threads * settings.replicas),
+                include_dashboard=False,
+                namespace=APP_NAME,
+                object_store_memory=200 * 1024**2,  # answers are small: reserve little
+                log_to_driver=False,
+            )
+        finally:
+            if previous is None:
+                os.environ.pop(GCS_RECONNECT, None)
         return
     try:
         # A cluster's nodes may lack spanqa (or hold another version): this one goes with the
