@@ -154,12 +154,12 @@ def standin_package(standin_dir) -> Path:
 # The stand-in model on the held-out questions, shared by the offline infer, engine and run tests.
 # Every question by default; SPANQA_HELDOUT_STRIDE=k takes every k-th question instead (a quick
 # local run). Measured on 2 idle cores at 2 threads (2026-12-08, AVX-512): PyTorch over every
-# feature 208 s (tests/torch_reference.py), the length-aware pass ('spanqa run') 143 s,
-# 'spanqa infer' at 512 tokens 88 s (bs8, every 5th feature) and 43 s (bs1, every 10th). Under
-# `-n 2` (one thread a worker) the length-aware pass and the padded passes run on the two workers
-# side by side, and so do PyTorch's two halves. PyTorch's logits and the padded passes are kept
-# on disk keyed by content (tests/reference_cache.py): an unchanged model, data and code path
-# takes them from there.
+# feature 208 s (tests/torch_reference.py: committed, read in a second), the length-aware pass
+# ('spanqa run') 143 s, 'spanqa infer' at 512 tokens 88 s (bs8, every 5th feature) and 43 s (bs1,
+# every 10th; every 20th now). Under `-n 2` (one thread a worker) the length-aware pass and the
+# padded passes run on the two workers side by side. The padded passes (and PyTorch's halves,
+# when the committed file is stale) are kept on disk keyed by content (tests/reference_cache.py):
+# an unchanged model, data and code path takes them from there.
 
 
 @pytest.fixture(scope="session")
@@ -188,8 +188,9 @@ def heldout_features(heldout_examples, standin_dir):
 
 @pytest.fixture(scope="session")
 def heldout_torch_logits(heldout_features, standin_dir):
-    """PyTorch (transformers eager, fp32) logits of every feature; NaN at padding positions
-    (tests/torch_reference.py: two halves, built side by side by the two xdist workers)."""
+    """PyTorch (transformers eager, fp32) logits of every feature, within torch_reference.SLACK;
+    NaN at padding positions (tests/torch_reference.py: committed, or computed in two halves side
+    by side by the two xdist workers)."""
     from torch_reference import heldout_logits
 
     return heldout_logits(heldout_features, standin_dir)
@@ -214,11 +215,11 @@ def feature_rows(features, rows):
 
 
 # The recipe's padded 512-token runs ('spanqa infer') take every 5th held-out feature at batch
-# size 8 and every 10th at batch size 1 (131 s at 2 threads; every feature, at the same rates,
-# would be ~870 s), and
-# the length-aware run ('spanqa run') is compared with PyTorch at every real token of every
-# feature anyway (tests/test_engine.py). Every bs1 row is also a bs8 row.
-BS8_EVERY, BS1_EVERY = 5, 10
+# size 8 and every 20th at batch size 1 (every feature, at both sizes, would be ~870 s at 2
+# threads), and the length-aware run ('spanqa run') is compared with PyTorch at every real token
+# of every feature anyway (tests/test_engine.py). Every bs1 row is also a bs8 row: batch size 1
+# shows its file layout and that the batch size changes no logit.
+BS8_EVERY, BS1_EVERY = 5, 20
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from spanqa.errors import InferenceError, UsageError
 from spanqa.models.package import open_package
 from spanqa.settings import BatchingSettings, EngineSettings, FeatureSettings
 from squad_files import subset
+from torch_reference import atol, committed_is_current
 
 SEQ = 96  # conftest's tiny_features and fixed_package
 
@@ -153,6 +154,16 @@ def test_settings_the_model_cannot_run_are_refused(fixed_package, tiny_package, 
 # The stand-in on every held-out feature
 
 
+def test_the_committed_pytorch_reference_is_current(heldout_features, heldout_stride, standin_dir):
+    """Its halves' keys are those of today's held-out features, checkpoint, versions and code:
+    a stale file would make every run compute PyTorch afresh (~7 min of a worker)."""
+    if heldout_stride != 1:
+        pytest.skip("SPANQA_HELDOUT_STRIDE: the committed reference holds every held-out feature")
+    assert committed_is_current(heldout_features, standin_dir), (
+        "stale: run python tests/torch_reference.py and commit tests/data/"
+    )
+
+
 def test_heldout_logits_equal_pytorch_and_the_padded_recipe(
     heldout_run, heldout_features, heldout_torch_logits, heldout_infer_runs
 ):
@@ -171,7 +182,7 @@ def test_heldout_logits_equal_pytorch_and_the_padded_recipe(
     padded = tuple(np.concatenate([p[k] for p in parts])[: len(rows)] for k in (0, 1))
     for k, ours in enumerate((evaluation.start_logits, evaluation.end_logits)):
         assert ours.shape == (n, 512)
-        assert np.abs(ours - heldout_torch_logits[k])[real].max() < 1e-4
+        assert np.abs(ours - heldout_torch_logits[k])[real].max() < atol(1e-4)
         assert np.abs(ours[rows] - padded[k])[real[rows]].max() < 1e-4
         # Each feature's logits are a finite prefix (its batch's padded length, a multiple of 8)
         # then -inf.

@@ -187,6 +187,27 @@ def test_local_engine_says_json_lines_are_for_ray(tmp_path):
     assert (r.exit_code, r.output.splitlines()[-1]) == (2, "Error: --resume is for --engine ray")
 
 
+def test_without_an_address_a_local_ray_of_its_own_starts():
+    """Not one that another process runs on this machine: ray.init() without an address joins
+    the newest local cluster (Ray's /tmp/ray/ray_current_cluster) and then refuses num_cpus, which
+    failed `spanqa run --engine ray` beside another Ray."""
+    from types import SimpleNamespace
+
+    from spanqa.scale.cluster import cluster
+
+    calls = []
+    fake = SimpleNamespace(
+        is_initialized=lambda: False,
+        init=lambda **kw: calls.append(kw),
+        nodes=lambda: [{"Alive": True, "NodeID": "n" * 20, "NodeManagerAddress": "127.0.0.1"}],
+        cluster_resources=lambda: {"CPU": 3.0},
+        shutdown=lambda: calls.append("shutdown"),
+    )
+    with cluster(fake, RaySettings(local_cpus=3)) as facts:
+        assert (facts["address"], facts["cpus"]) == ("local", 3.0)
+    assert calls[0]["address"] == "local" and calls[0]["num_cpus"] == 3 and calls[1] == "shutdown"
+
+
 def test_pool_must_fit_the_cluster():
     from spanqa.scale.ray_job import _pool_size
 

@@ -55,7 +55,9 @@ def cluster(ray, settings: RaySettings):
 
                     # No dashboard. Ray 2.60 has no loopback-only mode (it maps 127.0.0.1 to the
                     # node's address); its token authentication, on by default, guards the ports.
-                    ray.init(num_cpus=settings.local_cpus or usable_cores(), include_dashboard=False, **quiet)
+                    # "local" and not None: None joins any Ray already running on this machine
+                    # (Ray's /tmp/ray/ray_current_cluster) and then refuses num_cpus.
+                    ray.init(address="local", num_cpus=settings.local_cpus or usable_cores(), include_dashboard=False, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = settings.address or "a local Ray"
             raise ClusterError(f"cannot start or reach {where}: {_first_line(exc)}") from None
