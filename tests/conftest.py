@@ -156,10 +156,10 @@ def standin_package(standin_dir) -> Path:
 # local run). Measured on 2 idle cores at 2 threads (2026-12-08, AVX-512): PyTorch over every
 # feature 208 s (tests/torch_reference.py: committed, read in a second), the length-aware pass
 # ('spanqa run') 143 s, 'spanqa infer' at 512 tokens 88 s (bs8, every 5th feature) and 43 s (bs1,
-# every 10th; every 20th now). Under `-n 2` (one thread a worker) the length-aware pass and the
-# padded passes run on the two workers side by side. The padded passes (and PyTorch's halves,
-# when the committed file is stale) are kept on disk keyed by content (tests/reference_cache.py):
-# an unchanged model, data and code path takes them from there.
+# every 10th; it takes every 20th since). Under `-n 2` (one thread a worker) the length-aware
+# pass and the padded passes run on the two workers side by side. The padded passes (and
+# PyTorch's halves, when the committed file is stale) are kept on disk keyed by content
+# (tests/reference_cache.py): an unchanged model, data and code path takes them from there.
 
 
 @pytest.fixture(scope="session")
@@ -179,11 +179,9 @@ def heldout_examples(heldout_json, heldout_stride):
 @pytest.fixture(scope="session")
 def heldout_features(heldout_examples, standin_dir):
     """The held-out questions' features at the recipe's 512/128/64, with the stand-in's tokenizer."""
-    from spanqa.data.features import build_features
-    from spanqa.data.vocab import resolve_tokenizer
-    from spanqa.settings import FeatureSettings
+    from torch_reference import features_at_512
 
-    return build_features(heldout_examples, resolve_tokenizer(standin_dir), FeatureSettings(max_seq_length=512))
+    return features_at_512(heldout_examples, standin_dir)
 
 
 @pytest.fixture(scope="session")
@@ -216,7 +214,7 @@ def feature_rows(features, rows):
 
 # The recipe's padded 512-token runs ('spanqa infer') take every 5th held-out feature at batch
 # size 8 and every 20th at batch size 1 (every feature, at both sizes, would be ~870 s at 2
-# threads), and the length-aware run ('spanqa run') is compared with PyTorch at every real token
+# threads: scaled from the timings above, not measured), and the length-aware run ('spanqa run') is compared with PyTorch at every real token
 # of every feature anyway (tests/test_engine.py). Every bs1 row is also a bs8 row: batch size 1
 # shows its file layout and that the batch size changes no logit.
 BS8_EVERY, BS1_EVERY = 5, 20

@@ -1,5 +1,9 @@
 """Thread defaults that respect containers: cgroup CPU quotas and physical cores."""
 
+import os
+
+import pytest
+
 from spanqa import sysinfo
 
 CPUINFO_SMT = "\n\n".join(
@@ -59,3 +63,19 @@ def test_passive_wait_follows_omp_wait_policy(monkeypatch):
 
 def test_cpu_flags_reads_the_ones_that_pick_targets():
     assert sysinfo.cpu_flags(CPUINFO_SMT) == ["avx2", "fma", "avx512f", "avx512_vnni"]
+
+
+def test_env_default_sets_only_what_the_user_left_unset_and_restores_it(monkeypatch):
+    name = "SPANQA_TEST_ENV_DEFAULT"
+    for before, inside in ((None, "10"), ("", "10"), ("3", "3")):
+        if before is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, before)
+        with sysinfo.env_default(name, "10"):
+            assert os.environ[name] == inside, before
+        assert os.environ.get(name) == before
+    monkeypatch.delenv(name)
+    with pytest.raises(KeyError), sysinfo.env_default(name, "10"):
+        raise KeyError  # restored on the way out of an error too
+    assert name not in os.environ

@@ -18,6 +18,7 @@ unrounded values.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import lzma
@@ -44,10 +45,9 @@ def heldout_logits(features, standin_dir: Path):
     end = np.full(features.input_ids.shape, np.nan)
     committed = read_committed()
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-    parts = halves(features)
+    keyed = half_keys(features, standin_dir)
     for k in range(HALVES):  # each worker starts with a different half: computed side by side
-        rows = parts[(k + worker) % HALVES]
-        key = half_key(features, rows, standin_dir)
+        rows, key = keyed[(k + worker) % HALVES]
         values = committed[key] if key in committed else _cached_half(features, rows, standin_dir, key)
         real = features.input_mask[rows].astype(bool)
         for out, q in zip((start, end), values):
@@ -57,44 +57,57 @@ def heldout_logits(features, standin_dir: Path):
     return start, end
 
 
-def halves(features) -> list:
+def features_at_512(examples, standin_dir: Path):
+    """The features the reference is computed on: the recipe's 512/128/64, the stand-in's tokenizer."""
+    from spanqa.data.features import build_features
+    from spanqa.data.vocab import resolve_tokenizer
+    from spanqa.settings import FeatureSettings
+
+    return build_features(examples, resolve_tokenizer(standin_dir), FeatureSettings(max_seq_length=512))
+
+
+def half_keys(f, standin_dir: Path) -> list:
+    """[(rows, key)] for each half of ``f``: the checkpoint, the half's rows, the versions and the
+    code. (The checkpoint is hashed per half, 44 MB: ~0.05 s, and a new formula would mean a new
+    4.9 MB file in the history.)"""
     import numpy as np
-
-    return np.array_split(np.arange(len(features)), HALVES)
-
-
-def half_key(f, rows, standin_dir: Path) -> str:
     import torch
     import transformers
 
     from reference_cache import SRC, content_key
 
-    return content_key(
-        *(sorted(p for p in standin_dir.iterdir() if p.is_file())),
-        f.input_ids[rows],
-        f.segment_ids[rows],
-        f.input_mask[rows],
+    checkpoint = sorted(p for p in standin_dir.iterdir() if p.is_file())
+    code = (
         torch.__version__,
         transformers.__version__,
         SRC / "models" / "checkpoint.py",
         inspect.getsource(compute),
         QUANTUM_BITS,
     )
+    halves = np.array_split(np.arange(len(f)), HALVES)
+    return [
+        (rows, content_key(*checkpoint, f.input_ids[rows], f.segment_ids[rows], f.input_mask[rows], *code)) for rows in halves
+    ]
 
 
 def committed_is_current(features, standin_dir: Path) -> bool:
     """Whether the committed file holds every half of ``features``."""
     committed = read_committed()
-    return all(half_key(features, rows, standin_dir) in committed for rows in halves(features))
+    return all(key in committed for _, key in half_keys(features, standin_dir))
 
 
 def read_committed() -> dict:
     """{half key: (start, end) int32 multiples of QUANTUM at the real positions, row by row}."""
+    return _read(COMMITTED)
+
+
+@functools.cache  # the fixture and the staleness test read it once between them
+def _read(path: Path) -> dict:
     import numpy as np
 
-    if not COMMITTED.is_file():
+    if not path.is_file():
         return {}
-    raw = lzma.decompress(COMMITTED.read_bytes())
+    raw = lzma.decompress(path.read_bytes())
     header, _, payload = raw.partition(b"\n")
     meta = json.loads(header)
     if meta.get("quantum_bits") != QUANTUM_BITS:
@@ -176,22 +189,14 @@ def compute(f, rows, standin_dir: Path):
 
 def main() -> None:
     """Write tests/data/heldout-torch-logits.xz for the held-out features the suite builds."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from conftest import SHARED
-    from spanqa.data.features import build_features
     from spanqa.data.squad import read_squad
-    from spanqa.data.vocab import resolve_tokenizer
-    from spanqa.settings import FeatureSettings
 
     standin_dir = SHARED / "models" / "standin-minilm-squad"
-    examples = read_squad(SHARED / "data" / "squad" / "dev-v1.1-heldout.json")
-    features = build_features(examples, resolve_tokenizer(standin_dir), FeatureSettings(max_seq_length=512))
+    features = features_at_512(read_squad(SHARED / "data" / "squad" / "dev-v1.1-heldout.json"), standin_dir)
     committed = read_committed()
     values = {}
-    for rows in halves(features):
-        key = half_key(features, rows, standin_dir)
+    for rows, key in half_keys(features, standin_dir):
         values[key] = committed[key] if key in committed else _cached_half(features, rows, standin_dir, key)
     write_committed(values)
     print(f"{COMMITTED}: {COMMITTED.stat().st_size} bytes, halves {', '.join(values)}")

@@ -91,6 +91,23 @@ def passive_wait() -> bool:
     return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
 
 
+@contextmanager
+def env_default(name: str, value: str) -> Iterator[None]:
+    """``name`` set to ``value`` unless the user set it, for what starts inside (Ray reads its
+    settings from the environment when it starts, in this process and the ones it spawns); then
+    this process's environment as it was: it is not spanqa's to keep."""
+    previous = os.environ.get(name)
+    if not previous:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
 def cpu_flags(cpuinfo: str | None = None) -> list[str]:
     """The instruction-set flags in CPU_FLAGS this CPU has."""
     try:

@@ -38,21 +38,18 @@ def cluster(ray, settings: RaySettings):
     started = False
     t0 = time.perf_counter()
     if not ray.is_initialized():
-        # The driver's own C++ log: Ray prints an ERROR line for every actor pool whose
-        # constructor arguments sit in the object store, which a Ray Data pool's always do. Read
-        # when Ray starts, then restored: this process's environment is not spanqa's to keep.
-        level = os.environ.get("RAY_BACKEND_LOG_LEVEL")
-        os.environ["RAY_BACKEND_LOG_LEVEL"] = level or "fatal"
+        from spanqa.sysinfo import env_default, usable_cores
+
         # Worker output forwarded to the driver would repeat every failing task's traceback;
         # the failure reaches the user as one line instead (``translate``).
         quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
         try:
-            with _stderr_silenced(), _python_signal_handlers():
+            # The driver's own C++ log: Ray prints an ERROR line for every actor pool whose
+            # constructor arguments sit in the object store, which a Ray Data pool's always do.
+            with env_default("RAY_BACKEND_LOG_LEVEL", "fatal"), _stderr_silenced(), _python_signal_handlers():
                 if settings.address:
                     ray.init(address=settings.address, **quiet)
                 else:
-                    from spanqa.sysinfo import usable_cores
-
                     # No dashboard. Ray 2.60 has no loopback-only mode (it maps 127.0.0.1 to the
                     # node's address); its token authentication, on by default, guards the ports.
                     # "local" and not None: None joins any Ray already running on this machine
@@ -61,9 +58,6 @@ def cluster(ray, settings: RaySettings):
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = settings.address or "a local Ray"
             raise ClusterError(f"cannot start or reach {where}: {_first_line(exc)}") from None
-        finally:
-            if level is None:
-                os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
         started = True
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]

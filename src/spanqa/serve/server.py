@@ -165,9 +165,9 @@ def _start_ray(settings: ServeSettings, threads: int) -> None:
         # group) stops the GCS while the server drains; Ray's client here then waited 60 s (its
         # default) for that GCS before giving up. The cluster is ours: 10 s. Read when Ray
         # starts (this process and the ones it spawns), then restored.
-        previous = os.environ.get(GCS_RECONNECT)
-        os.environ[GCS_RECONNECT] = previous or "10"
-        try:
+        from spanqa.sysinfo import env_default
+
+        with env_default(GCS_RECONNECT, "10"):
             # "local" and not None: None would join any cluster `ray start` left on this machine.
             ray.init(
                 address="local",
@@ -177,9 +177,6 @@ def _start_ray(settings: ServeSettings, threads: int) -> None:
                 object_store_memory=200 * 1024**2,  # answers are small: reserve little
                 log_to_driver=False,
             )
-        finally:
-            if previous is None:
-                os.environ.pop(GCS_RECONNECT, None)
         return
     try:
         # A cluster's nodes may lack spanqa (or hold another version): this one goes with the
